@@ -1,0 +1,302 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * portal/abi.h - the shared-memory layout of a Portal region, version 1.
+ *
+ * Everything here is a wire ABI: fixed-width little-endian fields, explicit
+ * padding, every offset pinned by a static_assert. Nothing in shared memory
+ * is a pointer. Each field says which side writes it and when it may change;
+ * a field not marked "immutable" may change while a peer reads it, so a
+ * reader loads it once and checks it (docs/region-format.md).
+ *
+ * Sides: the region creator is side 0; attachers take sides 1..part_count-1.
+ * "owner" below means the side named in the object's directory entry.
+ */
+#ifndef PORTAL_ABI_H
+#define PORTAL_ABI_H
+
+#include <assert.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "Portal's shared layout is little-endian; big-endian hosts are not supported"
+#endif
+
+#define PORTAL_CACHELINE 64
+/* Hot lines are kept 128 bytes apart so the adjacent-line prefetcher does not
+ * pull a peer's line along with ours. */
+#define PORTAL_LINE_PAIR 128
+
+/* ------------------------------------------------------------------ */
+/* Region header: the first 4 KiB of every region.                      */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_REGION_MAGIC        UINT64_C(0x47524C4154524F50) /* "PORTALRG" */
+#define PORTAL_REGION_VERSION_MAJOR 1
+#define PORTAL_REGION_VERSION_MINOR 0
+#define PORTAL_REGION_HEADER_SIZE  4096u
+#define PORTAL_REGION_PART_OFFSET  1024u
+#define PORTAL_REGION_MAX_PARTS    48u   /* (4096 - 1024) / 64 */
+
+struct portal_region_hdr {
+	/* Line 0: written once by the creator before any peer can attach;
+	 * immutable afterwards and covered by hdr_checksum. */
+	uint64_t magic;           /* PORTAL_REGION_MAGIC */
+	uint16_t version_major;   /* attach refuses a different major */
+	uint16_t version_minor;   /* newer minors only add fields */
+	uint32_t header_size;     /* PORTAL_REGION_HEADER_SIZE */
+	uint64_t region_size;     /* bytes in the whole region */
+	uint64_t epoch;           /* random, new each time the region is created */
+	uint32_t region_id;       /* nonzero; spans carry it */
+	uint32_t flags;           /* reserved, 0 */
+	uint32_t dir_offset;      /* directory start, from region start */
+	uint32_t dir_capacity;    /* entries the directory can hold */
+	uint32_t part_offset;     /* participant slots, PORTAL_REGION_PART_OFFSET */
+	uint32_t part_count;      /* participant slots, 2..PORTAL_REGION_MAX_PARTS */
+	uint32_t data_offset;     /* first byte objects may use (page aligned) */
+	uint32_t hdr_checksum;    /* zlib crc32 of bytes [0, 60) */
+
+	/* Line 1: creator-written, changes as objects are added. */
+	_Atomic uint32_t dir_count; /* creator: entries published; release after
+	                             * the entry is written (pairs with acquire
+	                             * in lookup) */
+	uint32_t reserved1;
+	_Atomic uint64_t data_used; /* creator: bytes handed out past data_offset;
+	                             * informative only, never trusted */
+	uint8_t pad1[48];
+};
+static_assert(offsetof(struct portal_region_hdr, epoch) == 24, "abi");
+static_assert(offsetof(struct portal_region_hdr, region_id) == 32, "abi");
+static_assert(offsetof(struct portal_region_hdr, data_offset) == 56, "abi");
+static_assert(offsetof(struct portal_region_hdr, hdr_checksum) == 60, "abi");
+static_assert(offsetof(struct portal_region_hdr, dir_count) == 64, "abi");
+static_assert(sizeof(struct portal_region_hdr) == 128, "abi");
+
+/* One participant slot: 64 bytes, written only by the side that owns it. */
+enum portal_part_state {
+	PORTAL_PART_FREE   = 0,
+	PORTAL_PART_ACTIVE = 1,
+	PORTAL_PART_GONE   = 2, /* detached cleanly */
+};
+enum portal_part_kind {
+	PORTAL_PART_PROCESS = 1,
+	PORTAL_PART_VM      = 2,
+};
+struct portal_participant {
+	_Atomic uint32_t state;     /* owner: enum portal_part_state; release
+	                             * after the other fields (pairs with acquire
+	                             * in portal_region_participant) */
+	uint32_t kind;              /* owner: enum portal_part_kind */
+	_Atomic uint64_t epoch;     /* owner: random, new at every attach */
+	_Atomic uint64_t heartbeat; /* owner: bumped by portal_region_heartbeat */
+	uint64_t pid;               /* owner: host pid, or 0 inside a VM */
+	char ident[32];             /* owner: free text, NUL padded */
+};
+static_assert(sizeof(struct portal_participant) == 64, "abi");
+static_assert(offsetof(struct portal_participant, heartbeat) == 16, "abi");
+
+/* ------------------------------------------------------------------ */
+/* Directory: named objects placed in the region.                       */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_NAME_MAX 48 /* including the NUL */
+
+enum portal_obj_kind {
+	PORTAL_OBJ_RING     = 1, /* fixed-slot descriptor ring */
+	PORTAL_OBJ_MSGRING  = 2, /* variable-length message ring */
+	PORTAL_OBJ_BCAST    = 3, /* broadcast ring */
+	PORTAL_OBJ_ARENA    = 4,
+	PORTAL_OBJ_DOORBELL = 5,
+	PORTAL_OBJ_USER     = 6, /* raw bytes for the application */
+	PORTAL_OBJ_KIND_MAX = 6,
+};
+
+/* 128 bytes, written once by the creator before dir_count covers it. */
+struct portal_dir_entry {
+	char name[PORTAL_NAME_MAX]; /* NUL terminated and padded */
+	uint32_t kind;              /* enum portal_obj_kind */
+	uint32_t owner_side;        /* side that writes the object's producer or
+	                             * owner fields */
+	uint64_t offset;            /* from region start, cache-line aligned */
+	uint64_t size;              /* bytes */
+	uint64_t param[6];          /* kind-specific, informative */
+	uint32_t flags;             /* reserved, 0 */
+	uint32_t checksum;          /* zlib crc32 of bytes [0, 124) */
+};
+static_assert(offsetof(struct portal_dir_entry, offset) == 56, "abi");
+static_assert(offsetof(struct portal_dir_entry, checksum) == 124, "abi");
+static_assert(sizeof(struct portal_dir_entry) == 128, "abi");
+
+/* ------------------------------------------------------------------ */
+/* Descriptor ring: fixed-size slots, SPSC / MPSC / MPMC.               */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_RING_MAGIC     UINT32_C(0x474E5250) /* "PRNG" */
+#define PORTAL_RING_HDR_SIZE  384u                 /* slots start here */
+
+struct portal_ring_hdr {
+	/* Line 0: immutable, written by init. Each side copies it into
+	 * private memory at attach and never reads it again. */
+	uint32_t magic;
+	uint16_t version;        /* 1 */
+	uint16_t mode;           /* enum portal_ring_mode (ring.h) */
+	uint32_t slot_size;      /* bytes per slot, power of two, 8..256 */
+	uint32_t capacity;       /* slots, power of two */
+	uint64_t obj_size;       /* PORTAL_RING_HDR_SIZE + capacity * slot_size */
+	uint8_t pad0[PORTAL_LINE_PAIR - 24];
+
+	/* Producer side. */
+	_Atomic uint64_t prod_head; /* producers: next slot to claim (MP: CAS) */
+	_Atomic uint64_t prod_tail; /* producers: slots published; release */
+	uint8_t pad1[PORTAL_LINE_PAIR - 16];
+
+	/* Consumer side. */
+	_Atomic uint64_t cons_head; /* consumers: next slot to claim (MC: CAS) */
+	_Atomic uint64_t cons_tail; /* consumers: slots freed; release */
+	uint8_t pad2[PORTAL_LINE_PAIR - 16];
+	/* slots follow: capacity * slot_size bytes, written by producers */
+};
+static_assert(offsetof(struct portal_ring_hdr, prod_head) == 128, "abi");
+static_assert(offsetof(struct portal_ring_hdr, cons_head) == 256, "abi");
+static_assert(sizeof(struct portal_ring_hdr) == PORTAL_RING_HDR_SIZE, "abi");
+
+/* ------------------------------------------------------------------ */
+/* Message ring: variable-length records, SPSC, zero-copy.              */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_MSGRING_MAGIC    UINT32_C(0x47534D50) /* "PMSG" */
+#define PORTAL_MSGRING_HDR_SIZE 384u
+#define PORTAL_MSG_ALIGN        8u
+/* Record header: one 64-bit little-endian word, stored last with release.
+ *   bits  0..30 payload length in bytes
+ *   bit   31    PORTAL_MSG_PAD: skip to the ring start (wrap)
+ *   bits 32..63 record sequence number, low 32 bits, starting at 1
+ * The payload follows, and the record is padded to PORTAL_MSG_ALIGN. */
+#define PORTAL_MSG_PAD     UINT32_C(0x80000000)
+#define PORTAL_MSG_LEN_MASK UINT32_C(0x7FFFFFFF)
+#define PORTAL_MSG_HDR_SIZE 8u
+
+struct portal_msgring_hdr {
+	uint32_t magic;
+	uint16_t version;        /* 1 */
+	uint16_t flags;          /* reserved, 0 */
+	uint32_t capacity;       /* data bytes, power of two */
+	uint32_t max_msg;        /* largest payload accepted */
+	uint64_t obj_size;
+	uint8_t pad0[PORTAL_LINE_PAIR - 24];
+
+	_Atomic uint64_t prod_tail; /* producer: bytes committed (observers only;
+	                             * the consumer reads record headers) */
+	uint8_t pad1[PORTAL_LINE_PAIR - 8];
+
+	_Atomic uint64_t cons_head; /* consumer: bytes released; release, pairs
+	                             * with the producer's acquire when full */
+	uint8_t pad2[PORTAL_LINE_PAIR - 8];
+	/* data follows: capacity bytes, written by the producer */
+};
+static_assert(offsetof(struct portal_msgring_hdr, prod_tail) == 128, "abi");
+static_assert(offsetof(struct portal_msgring_hdr, cons_head) == 256, "abi");
+static_assert(sizeof(struct portal_msgring_hdr) == PORTAL_MSGRING_HDR_SIZE, "abi");
+
+/* ------------------------------------------------------------------ */
+/* Broadcast ring: one producer, up to max_subs subscribers.            */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_BCAST_MAGIC    UINT32_C(0x54434250) /* "PBCT" */
+#define PORTAL_BCAST_HDR_SIZE 256u
+
+struct portal_bcast_hdr {
+	uint32_t magic;
+	uint16_t version;        /* 1 */
+	uint16_t mode;           /* enum portal_bcast_mode (ring.h) */
+	uint32_t slot_size;      /* payload bytes per message, 8..256 */
+	uint32_t capacity;       /* slots, power of two */
+	uint32_t max_subs;       /* subscriber cursor lines that follow */
+	uint32_t stride;         /* bytes per slot: 8 + slot_size, 8-aligned */
+	uint64_t obj_size;
+	uint8_t pad0[PORTAL_LINE_PAIR - 32];
+
+	_Atomic uint64_t prod_tail; /* producer: messages published; release */
+	uint8_t pad1[PORTAL_LINE_PAIR - 8];
+	/* then max_subs struct portal_bcast_sub, then the slots */
+};
+static_assert(offsetof(struct portal_bcast_hdr, prod_tail) == 128, "abi");
+static_assert(sizeof(struct portal_bcast_hdr) == PORTAL_BCAST_HDR_SIZE, "abi");
+
+/* One per subscriber, written only by that subscriber. */
+struct portal_bcast_sub {
+	_Atomic uint32_t active;  /* subscriber: 1 while subscribed */
+	uint32_t reserved;
+	_Atomic uint64_t cursor;  /* subscriber: messages consumed; release,
+	                           * pairs with the producer's acquire (hold mode) */
+	uint8_t pad[PORTAL_LINE_PAIR - 16];
+};
+static_assert(sizeof(struct portal_bcast_sub) == PORTAL_LINE_PAIR, "abi");
+
+/* Each slot starts with a sequence word written by the producer: 0 while it
+ * writes the payload, then position + 1 with release (a seqlock, so a lapped
+ * subscriber detects a torn copy). */
+
+/* ------------------------------------------------------------------ */
+/* Arena: blocks owned and written by one side.                         */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_ARENA_MAGIC      UINT32_C(0x4E524150) /* "PARN" */
+#define PORTAL_ARENA_MAX_CLASSES 8u
+#define PORTAL_ARENA_HDR_SIZE   256u
+
+struct portal_arena_class {
+	uint32_t block_size;     /* bytes, multiple of 64 */
+	uint32_t count;          /* blocks */
+	uint64_t offset;         /* first block, from the arena object start */
+};
+static_assert(sizeof(struct portal_arena_class) == 16, "abi");
+
+/* Written once by the owner at init; immutable. A receiver never needs it
+ * to stay safe (it checks spans against the directory entry), only to
+ * find its way. Free lists and generations live in the owner's private
+ * memory, never here. */
+struct portal_arena_hdr {
+	uint32_t magic;
+	uint16_t version;         /* 1 */
+	uint16_t nclasses;        /* <= PORTAL_ARENA_MAX_CLASSES */
+	uint32_t owner_side;
+	uint32_t flags;           /* reserved, 0 */
+	uint64_t obj_size;
+	uint64_t bump_offset;     /* bump area, from the arena object start */
+	uint64_t bump_size;
+	uint8_t pad0[24];
+	struct portal_arena_class cls[PORTAL_ARENA_MAX_CLASSES];
+	uint8_t pad1[PORTAL_ARENA_HDR_SIZE - 64 - 16 * PORTAL_ARENA_MAX_CLASSES];
+};
+static_assert(offsetof(struct portal_arena_hdr, cls) == 64, "abi");
+static_assert(sizeof(struct portal_arena_hdr) == PORTAL_ARENA_HDR_SIZE, "abi");
+
+/* ------------------------------------------------------------------ */
+/* Doorbell: the shared words of one waiter/notifier pair.              */
+/* ------------------------------------------------------------------ */
+
+#define PORTAL_DOORBELL_MAGIC UINT32_C(0x4C424450) /* "PDBL" */
+
+struct portal_doorbell_shm {
+	uint32_t magic;
+	uint16_t version;          /* 1 */
+	uint16_t backend;          /* enum portal_doorbell_backend (doorbell.h) */
+	uint8_t pad0[PORTAL_LINE_PAIR - 8];
+
+	_Atomic uint32_t armed;    /* waiter: 1 = about to sleep, ring me;
+	                            * seq_cst, pairs with the notifier's fence */
+	uint8_t pad1[PORTAL_LINE_PAIR - 4];
+
+	_Atomic uint32_t wake_seq; /* notifier: bumped before each wake; the
+	                            * futex word */
+	uint32_t reserved;
+	_Atomic uint64_t rings;    /* notifier: doorbells rung, for counters */
+	uint8_t pad2[PORTAL_LINE_PAIR - 16];
+};
+static_assert(offsetof(struct portal_doorbell_shm, armed) == 128, "abi");
+static_assert(offsetof(struct portal_doorbell_shm, wake_seq) == 256, "abi");
+static_assert(sizeof(struct portal_doorbell_shm) == 384, "abi");
+
+#endif /* PORTAL_ABI_H */

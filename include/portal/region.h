@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * portal/region.h - shared regions: create, attach, detach, destroy; the
+ * directory of named objects; participant slots.
+ *
+ * A region is one contiguous shared mapping laid out as in portal/abi.h:
+ * a 4 KiB header (magic, version, size, epoch, checksum, participant slots),
+ * a directory of named objects, then the objects themselves. The backend
+ * that maps it is chosen by a URI:
+ *
+ *   shm:NAME      POSIX shared memory (/dev/shm/NAME); the default when the
+ *                 URI has no scheme
+ *   memfd:NAME    an anonymous memfd, shared by fork or by passing its fd
+ *                 (portal_region_fd)
+ *   file:/path    any file: a plain host file, a hugetlbfs file, or the file
+ *                 QEMU maps as memory-backend-file for ivshmem or virtio-pmem
+ *
+ * Concurrency: one portal_region_t is used by one thread at a time for
+ * create/alloc/detach; lookup, base and heartbeat may run concurrently.
+ * The creator (side 0) is the only side that adds directory entries.
+ */
+#ifndef PORTAL_REGION_H
+#define PORTAL_REGION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "portal/abi.h"
+#include "portal/common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct portal_region portal_region_t;
+
+#define PORTAL_REGION_F_EXCL     0x1u /* create: fail with -EEXIST if it exists */
+#define PORTAL_REGION_F_KEEP     0x2u /* create: do not unlink the backing on detach of the creator */
+#define PORTAL_REGION_F_READONLY 0x4u /* attach: map read-only (observers) */
+#define PORTAL_REGION_F_MASK     0x7u
+
+struct portal_region_opts {
+	uint64_t size;          /* create: total bytes; 0 = 1 MiB. Rounded up to a page */
+	uint32_t dir_capacity;  /* create: directory entries; 0 = 64 */
+	uint32_t part_count;    /* create: participant slots; 0 = 2 */
+	uint32_t region_id;     /* create: 0 = random nonzero */
+	uint32_t side;          /* attach: participant slot to take, 1..part_count-1; 0 = 1 */
+	uint32_t flags;         /* PORTAL_REGION_F_* */
+	const char *ident;      /* free text stored in our participant slot; may be NULL */
+};
+
+/*
+ * Create a region at URI and take side 0. The header, directory and slots
+ * are written before anything else can attach.
+ * Returns 0, -EINVAL (bad URI, size or flags), -EEXIST (F_EXCL and it
+ * exists), or a negative errno from the backend.
+ */
+PORTAL_API int portal_region_create(const char *uri, const struct portal_region_opts *opts,
+				    portal_region_t **out);
+
+/*
+ * Attach to an existing region at URI and take side opts->side (opts may be
+ * NULL for side 1). The header and every directory entry are validated;
+ * attach refuses, each with its own code:
+ *   PORTAL_EMAGIC     wrong magic (not a Portal region)
+ *   PORTAL_EVERSION   unsupported major version
+ *   PORTAL_ESIZE      header size differs from the mapping, or file truncated
+ *   PORTAL_ECHECKSUM  header or directory entry checksum wrong
+ *   PORTAL_EDIR       a directory entry out of bounds, overlapping another,
+ *                     or of an unknown kind
+ *   -EBUSY            the participant slot is held by a live process
+ *   -ENOENT           no such region; -EINVAL bad arguments
+ */
+PORTAL_API int portal_region_attach(const char *uri, const struct portal_region_opts *opts,
+				    portal_region_t **out);
+
+/*
+ * Validate memory that is already mapped (an ivshmem BAR, a DAX mapping, a
+ * buffer under test) and attach to it as opts->side. The caller keeps
+ * ownership of the mapping. Same errors as portal_region_attach.
+ */
+PORTAL_API int portal_region_attach_mem(void *base, size_t len,
+					const struct portal_region_opts *opts,
+					portal_region_t **out);
+
+/* Check a mapping's header and directory without attaching. Same errors. */
+PORTAL_API int portal_region_validate(const void *base, size_t len);
+
+/*
+ * Mark our participant slot gone, unmap, free the handle. The backing stays
+ * (portal_region_destroy removes it). Returns 0. Safe with NULL.
+ */
+PORTAL_API int portal_region_detach(portal_region_t *r);
+
+/* Remove the backing object named by URI (shm_unlink / unlink). Returns 0,
+ * -ENOENT, or another negative errno. memfd: regions vanish with their fds. */
+PORTAL_API int portal_region_destroy(const char *uri);
+
+PORTAL_API void *portal_region_base(const portal_region_t *r);
+PORTAL_API size_t portal_region_size(const portal_region_t *r);
+PORTAL_API uint64_t portal_region_epoch(const portal_region_t *r);
+PORTAL_API uint32_t portal_region_id(const portal_region_t *r);
+PORTAL_API uint32_t portal_region_side(const portal_region_t *r);
+/* The backing fd (memfd, shm or file), to pass to another process; -1 if
+ * the region was attached from memory. Owned by the region. */
+PORTAL_API int portal_region_fd(const portal_region_t *r);
+
+/* What a directory entry says, copied out and validated. */
+struct portal_object_info {
+	char name[PORTAL_NAME_MAX];
+	uint32_t kind;        /* enum portal_obj_kind */
+	uint32_t owner_side;
+	uint64_t offset;      /* from region start */
+	uint64_t size;
+	uint64_t param[6];
+	void *addr;           /* base + offset, in this process */
+};
+
+/*
+ * Creator only: place an object of SIZE bytes named NAME, aligned to ALIGN
+ * (0 = 128; a power of two), zero it, and publish its directory entry.
+ * Returns 0 with *info filled, -EINVAL, -EEXIST (name taken), -ENOSPC
+ * (directory or region full), -EPERM (not the creator).
+ * Memory order: the entry is published with release after the memory is
+ * zeroed; a lookup that finds it also sees the zeroes.
+ */
+PORTAL_API int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind,
+				   uint64_t size, uint64_t align, uint32_t owner_side,
+				   const uint64_t param[6], struct portal_object_info *info);
+
+/*
+ * Find NAME in the directory (kind 0 matches any kind). The entry is copied
+ * and re-validated: checksum, bounds, kind.
+ * Returns 0, -ENOENT, PORTAL_ECHECKSUM or PORTAL_EDIR.
+ */
+PORTAL_API int portal_region_lookup(const portal_region_t *r, const char *name, uint32_t kind,
+				    struct portal_object_info *info);
+
+/* Bump our heartbeat counter (relaxed store: only we write it). */
+PORTAL_API void portal_region_heartbeat(portal_region_t *r);
+
+struct portal_participant_info {
+	uint32_t state;       /* enum portal_part_state */
+	uint32_t kind;        /* enum portal_part_kind */
+	uint64_t epoch;
+	uint64_t heartbeat;
+	uint64_t pid;
+	char ident[32];
+};
+
+/* Copy participant SIDE's slot. Returns 0 or -EINVAL. */
+PORTAL_API int portal_region_participant(const portal_region_t *r, uint32_t side,
+					 struct portal_participant_info *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PORTAL_REGION_H */

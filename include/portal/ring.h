@@ -1,0 +1,247 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * portal/ring.h - lock-free rings in shared memory.
+ *
+ *   descriptor ring  fixed-size slots (8..256 bytes, power of two), SPSC, MPSC
+ *                    or MPMC, burst enqueue/dequeue, cached peer indices
+ *   message ring     variable-length records, SPSC, zero-copy
+ *                    reserve/commit and peek/release
+ *   broadcast ring   one producer, several subscribers with their own cursors;
+ *                    a slow subscriber holds the producer back (HOLD) or is
+ *                    lapped and told so (LAP)
+ *
+ * Every ring lives in caller-provided memory (*_memsize, *_init, *_attach)
+ * or in a region directory (*_create, *_open). Each process attaches its own
+ * handle, in private memory, which holds the authoritative copy of its own
+ * index, a cached copy of the peer's, and the geometry read once at attach.
+ *
+ * Hostile peers. A peer-written index is read once, checked (it may not go
+ * backwards nor claim more than the capacity), and a record header is copied
+ * before it is checked. A violation returns PORTAL_EPROTO (-EPROTO) and
+ * quarantines the handle: every later call on it returns -EPROTO. Nothing
+ * out of bounds is ever read or written, and no call spins forever.
+ *
+ * Concurrency (per handle; one handle per thread):
+ *
+ *   call                        SPSC        MPSC            MPMC
+ *   enqueue_burst_sp            1 producer  -               -
+ *   enqueue_burst_mp            -           any producers   any producers
+ *   dequeue_burst_sc            1 consumer  1 consumer      -
+ *   dequeue_burst_mc            -           -               any consumers
+ *
+ * The message ring and the broadcast producer are single-producer; each
+ * broadcast subscriber handle is used by one thread.
+ *
+ * Memory order: every successful enqueue/commit/publish is a release of the
+ * bytes written into the slots, and the matching dequeue/peek/read is an
+ * acquire: a consumer sees the whole message its producer wrote.
+ */
+#ifndef PORTAL_RING_H
+#define PORTAL_RING_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "portal/abi.h"
+#include "portal/common.h"
+#include "portal/region.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum portal_ring_mode {
+	PORTAL_RING_SPSC = 1,
+	PORTAL_RING_MPSC = 2,
+	PORTAL_RING_MPMC = 3,
+};
+
+enum portal_ring_role {
+	PORTAL_ROLE_PRODUCER = 1,
+	PORTAL_ROLE_CONSUMER = 2,
+};
+
+/* Counters kept in the handle (private memory). */
+struct portal_ring_stats {
+	uint64_t enqueued;     /* elements, messages or records this handle moved in */
+	uint64_t dequeued;     /* ... and out */
+	uint64_t full;         /* enqueue calls that found no room */
+	uint64_t empty;        /* dequeue calls that found nothing */
+	uint64_t proto_errors; /* protocol violations seen (then quarantined) */
+	uint64_t lapped;       /* broadcast LAP: messages lost to overwrite */
+};
+
+/* ------------------------------------------------------------------ */
+/* Descriptor rings                                                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct portal_ring portal_ring_t;
+
+struct portal_ring_params {
+	uint32_t mode;       /* enum portal_ring_mode */
+	uint32_t slot_size;  /* 8..256, power of two */
+	uint32_t capacity;   /* slots, power of two, 2..2^30 */
+	uint32_t flags;      /* reserved, 0 */
+};
+
+/* Bytes needed for a ring with these parameters; 0 if they are invalid. */
+PORTAL_API size_t portal_ring_memsize(const struct portal_ring_params *p);
+
+/* Lay out an empty ring in MEM (LEN bytes, 64-byte aligned).
+ * Returns 0, -EINVAL (bad params, LEN too small, misaligned). */
+PORTAL_API int portal_ring_init(void *mem, size_t len, const struct portal_ring_params *p);
+
+/*
+ * Attach a handle to the ring in MEM for ROLE. Geometry is validated and
+ * copied into the handle. Returns 0, -EINVAL, -ENOMEM, or PORTAL_EPROTO
+ * (header corrupt: bad magic, version, mode, sizes, or LEN too small).
+ */
+PORTAL_API int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role,
+				  portal_ring_t **out);
+PORTAL_API void portal_ring_detach(portal_ring_t *r); /* NULL is fine */
+
+/* Place a ring named NAME in a region (creator only) / open it by name.
+ * Returns as portal_region_alloc / portal_region_lookup and attach. */
+PORTAL_API int portal_ring_create(portal_region_t *reg, const char *name,
+				  const struct portal_ring_params *p, uint32_t owner_side);
+PORTAL_API int portal_ring_open(portal_region_t *reg, const char *name,
+				enum portal_ring_role role, portal_ring_t **out);
+
+/*
+ * Enqueue up to N elements from OBJS (N * slot_size bytes, contiguous).
+ * Returns the number enqueued (0 when full), -EINVAL (wrong role or mode
+ * for this call), or PORTAL_EPROTO. One index publish per call.
+ */
+PORTAL_API int portal_ring_enqueue_burst_sp(portal_ring_t *r, const void *objs, unsigned n);
+PORTAL_API int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n);
+/* Dequeue up to N elements into OBJS. Returns the number (0 when empty),
+ * -EINVAL, or PORTAL_EPROTO. */
+PORTAL_API int portal_ring_dequeue_burst_sc(portal_ring_t *r, void *objs, unsigned n);
+PORTAL_API int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n);
+
+/* The same, choosing _sp/_mp and _sc/_mc from the ring's mode. */
+PORTAL_API int portal_ring_enqueue_burst(portal_ring_t *r, const void *objs, unsigned n);
+PORTAL_API int portal_ring_dequeue_burst(portal_ring_t *r, void *objs, unsigned n);
+/* One element: 0, -EAGAIN (full / empty), -EINVAL or PORTAL_EPROTO. */
+PORTAL_API int portal_ring_enqueue(portal_ring_t *r, const void *obj);
+PORTAL_API int portal_ring_dequeue(portal_ring_t *r, void *obj);
+
+/* Elements a consumer could take now (reads the producer index): >= 0, or
+ * PORTAL_EPROTO. Does not consume. Usable as a doorbell readiness check. */
+PORTAL_API int portal_ring_count(portal_ring_t *r);
+PORTAL_API uint32_t portal_ring_slot_size(const portal_ring_t *r);
+PORTAL_API uint32_t portal_ring_capacity(const portal_ring_t *r);
+PORTAL_API bool portal_ring_quarantined(const portal_ring_t *r);
+PORTAL_API void portal_ring_stats(const portal_ring_t *r, struct portal_ring_stats *st);
+
+/* ------------------------------------------------------------------ */
+/* Message rings (SPSC, variable length, zero-copy)                    */
+/* ------------------------------------------------------------------ */
+
+typedef struct portal_msgring portal_msgring_t;
+
+struct portal_msgring_params {
+	uint32_t capacity;   /* data bytes, power of two, 256..2^30 */
+	uint32_t max_msg;    /* largest payload; 0 = capacity / 4 */
+	uint32_t flags;      /* reserved, 0 */
+};
+
+PORTAL_API size_t portal_msgring_memsize(const struct portal_msgring_params *p);
+PORTAL_API int portal_msgring_init(void *mem, size_t len, const struct portal_msgring_params *p);
+PORTAL_API int portal_msgring_attach(void *mem, size_t len, enum portal_ring_role role,
+				     portal_msgring_t **out);
+PORTAL_API void portal_msgring_detach(portal_msgring_t *m);
+PORTAL_API int portal_msgring_create(portal_region_t *reg, const char *name,
+				     const struct portal_msgring_params *p, uint32_t owner_side);
+PORTAL_API int portal_msgring_open(portal_region_t *reg, const char *name,
+				   enum portal_ring_role role, portal_msgring_t **out);
+
+/*
+ * Producer: reserve room for a LEN-byte message and get its address, to
+ * write in place. Returns 0, -EAGAIN (no room now), -EMSGSIZE (LEN > max_msg),
+ * -EINVAL (wrong role, or a reservation already open), PORTAL_EPROTO.
+ */
+PORTAL_API int portal_msgring_reserve(portal_msgring_t *m, size_t len, void **buf);
+/* Publish the open reservation with its final length LEN (<= reserved).
+ * Returns 0 or -EINVAL. Release: the payload is visible before the header. */
+PORTAL_API int portal_msgring_commit(portal_msgring_t *m, size_t len);
+
+/*
+ * Consumer: look at the next message in place. Returns 0 with *buf and *len
+ * set, -EAGAIN (none), -EINVAL (wrong role), PORTAL_EPROTO (bad header:
+ * wrong sequence, length beyond max_msg or the ring). The length is checked;
+ * the payload stays in shared memory and a hostile producer may still change
+ * it: copy it first (portal_msgring_recv does) if the producer is untrusted.
+ */
+PORTAL_API int portal_msgring_peek(portal_msgring_t *m, const void **buf, size_t *len);
+/* Give back the message returned by the last peek. Returns 0 or -EINVAL. */
+PORTAL_API int portal_msgring_release(portal_msgring_t *m);
+
+/* Copying conveniences over reserve/commit and peek/release.
+ * send: 0, -EAGAIN, -EMSGSIZE, -EINVAL, PORTAL_EPROTO.
+ * recv: the message length, -EAGAIN, -EMSGSIZE (CAP too small; the message
+ *       stays), -EINVAL, PORTAL_EPROTO. */
+PORTAL_API int portal_msgring_send(portal_msgring_t *m, const void *buf, size_t len);
+PORTAL_API ssize_t portal_msgring_recv(portal_msgring_t *m, void *buf, size_t cap);
+
+/* Consumer: 1 if a message (or a protocol error) is waiting, 0 if not. */
+PORTAL_API int portal_msgring_ready(portal_msgring_t *m);
+PORTAL_API uint32_t portal_msgring_max_msg(const portal_msgring_t *m);
+PORTAL_API bool portal_msgring_quarantined(const portal_msgring_t *m);
+PORTAL_API void portal_msgring_stats(const portal_msgring_t *m, struct portal_ring_stats *st);
+
+/* ------------------------------------------------------------------ */
+/* Broadcast rings                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct portal_bcast portal_bcast_t;
+
+enum portal_bcast_mode {
+	PORTAL_BCAST_HOLD = 1, /* publish waits (-EAGAIN) for the slowest active subscriber */
+	PORTAL_BCAST_LAP  = 2, /* publish never waits; a lapped subscriber gets -EOVERFLOW */
+};
+
+struct portal_bcast_params {
+	uint32_t mode;       /* enum portal_bcast_mode */
+	uint32_t slot_size;  /* bytes per message, 8..256, multiple of 8 */
+	uint32_t capacity;   /* slots, power of two */
+	uint32_t max_subs;   /* subscriber slots, 1..64 */
+};
+
+PORTAL_API size_t portal_bcast_memsize(const struct portal_bcast_params *p);
+PORTAL_API int portal_bcast_init(void *mem, size_t len, const struct portal_bcast_params *p);
+/* Attach as the producer (SUB < 0) or as subscriber number SUB. A new
+ * subscriber starts at the producer's current position. Returns 0, -EINVAL,
+ * -EBUSY (subscriber slot active), -ENOMEM, PORTAL_EPROTO. */
+PORTAL_API int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out);
+/* Subscriber: marks its slot inactive. */
+PORTAL_API void portal_bcast_detach(portal_bcast_t *b);
+PORTAL_API int portal_bcast_create(portal_region_t *reg, const char *name,
+				   const struct portal_bcast_params *p, uint32_t owner_side);
+PORTAL_API int portal_bcast_open(portal_region_t *reg, const char *name, int sub,
+				 portal_bcast_t **out);
+
+/*
+ * Producer: publish one message of slot_size bytes.
+ * Returns 0, -EAGAIN (HOLD: an active subscriber is a full ring behind),
+ * -EINVAL. In HOLD mode a subscriber whose cursor is out of range is
+ * counted as a protocol error and ignored from then on.
+ */
+PORTAL_API int portal_bcast_publish(portal_bcast_t *b, const void *msg);
+/*
+ * Subscriber: copy the next message into MSG (slot_size bytes).
+ * Returns 0, -EAGAIN (nothing new), -EOVERFLOW (LAP: lapped; *lost, if not
+ * NULL, says how many messages were skipped and the cursor has moved to the
+ * oldest one still held), -EINVAL, PORTAL_EPROTO (producer index corrupt).
+ */
+PORTAL_API int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost);
+PORTAL_API int portal_bcast_ready(portal_bcast_t *b);
+PORTAL_API bool portal_bcast_quarantined(const portal_bcast_t *b);
+PORTAL_API void portal_bcast_stats(const portal_bcast_t *b, struct portal_ring_stats *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PORTAL_RING_H */
