@@ -1,1 +1,593 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Regions: the header, directory and participant slots of portal/abi.h, on
+ * whatever memory a backend maps. Everything read from the mapping is copied
+ * into the handle at attach and checked; the handle's copy is authoritative.
+ */
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "common/atomic_internal.h"
+#include "common/log_internal.h"
+#include "portal/region.h"
+#include "region/region_internal.h"
+
+#define DEFAULT_SIZE     (UINT64_C(1) << 20)
+#define DEFAULT_DIR_CAP  64u
+#define DEFAULT_PARTS    2u
+#define PAGE             4096u
+
+struct portal_region {
+	uint8_t *base;
+	uint64_t size;          /* private copies of the immutable header */
+	uint64_t epoch;
+	uint32_t region_id;
+	uint32_t dir_offset;
+	uint32_t dir_capacity;
+	uint32_t part_count;
+	uint32_t data_offset;
+	uint32_t side;          /* our participant slot; UINT32_MAX: none */
+	uint64_t alloc_top;     /* creator: next free byte */
+	int fd;                 /* -1 when attached from memory */
+	bool mapped;            /* we own the mapping */
+	bool creator;
+};
+
+static const struct portal_region_backend *const backends[] = {
+	&portal_region_backend_shm, &portal_region_backend_memfd,
+	&portal_region_backend_fd, &portal_region_backend_file,
+};
+
+/* "scheme:rest" -> backend and rest; no scheme means shm. */
+static const struct portal_region_backend *parse_uri(const char *uri, const char **rest)
+{
+	const char *colon;
+
+	if (!uri)
+		return NULL;
+	colon = strchr(uri, ':');
+	if (!colon) {
+		*rest = uri;
+		return &portal_region_backend_shm;
+	}
+	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
+		size_t n = strlen(backends[i]->scheme);
+		if ((size_t)(colon - uri) == n && !memcmp(uri, backends[i]->scheme, n)) {
+			*rest = colon + 1;
+			return backends[i];
+		}
+	}
+	return NULL;
+}
+
+static uint32_t crc(const void *p, size_t n)
+{
+	return (uint32_t)crc32(0L, p, (uInt)n);
+}
+
+static uint64_t random_u64(void)
+{
+	uint64_t v = 0;
+
+	while (getrandom(&v, sizeof(v), 0) != sizeof(v))
+		;
+	return v;
+}
+
+static uint64_t align_up(uint64_t v, uint64_t a)
+{
+	return (v + a - 1) & ~(a - 1);
+}
+
+static struct portal_region_hdr *hdr_of(const portal_region_t *r)
+{
+	return (struct portal_region_hdr *)r->base;
+}
+
+static struct portal_participant *part_of(const portal_region_t *r, uint32_t side)
+{
+	return (struct portal_participant *)(r->base + PORTAL_REGION_PART_OFFSET) + side;
+}
+
+static struct portal_dir_entry *dir_of(const portal_region_t *r)
+{
+	return (struct portal_dir_entry *)(r->base + r->dir_offset);
+}
+
+/* ---- validation, shared by attach and lookup ---- */
+
+/* Check one directory entry copy against the region geometry. */
+static int check_entry(const struct portal_dir_entry *e, uint64_t size, uint64_t data_offset)
+{
+	if (crc(e, offsetof(struct portal_dir_entry, checksum)) != e->checksum)
+		return PORTAL_ECHECKSUM;
+	if (memchr(e->name, '\0', sizeof(e->name)) == NULL || e->name[0] == '\0')
+		return PORTAL_EDIR;
+	if (e->kind == 0 || e->kind > PORTAL_OBJ_KIND_MAX || e->offset % PORTAL_CACHELINE)
+		return PORTAL_EDIR;
+	if (e->offset < data_offset || e->offset > size || e->size > size - e->offset)
+		return PORTAL_EDIR;
+	return 0;
+}
+
+static int cmp_offset(const void *a, const void *b)
+{
+	const struct portal_dir_entry *x = a, *y = b;
+
+	return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/*
+ * Copy the first COUNT directory entries out of shared memory and check
+ * each, then that no two overlap. Works on copies only: the peer may be
+ * rewriting the directory while we look.
+ */
+static int check_directory(const uint8_t *base, uint64_t size, uint32_t dir_offset,
+			   uint32_t count, uint64_t data_offset)
+{
+	struct portal_dir_entry *copy;
+	int rc = 0;
+
+	if (count == 0)
+		return 0;
+	copy = malloc((size_t)count * sizeof(*copy));
+	if (!copy)
+		return -ENOMEM;
+	memcpy(copy, base + dir_offset, (size_t)count * sizeof(*copy));
+	for (uint32_t i = 0; i < count && !rc; i++)
+		rc = check_entry(&copy[i], size, data_offset);
+	if (!rc) {
+		qsort(copy, count, sizeof(*copy), cmp_offset);
+		for (uint32_t i = 1; i < count && !rc; i++)
+			if (copy[i].offset - copy[i - 1].offset < copy[i - 1].size)
+				rc = PORTAL_EDIR;
+	}
+	free(copy);
+	return rc;
+}
+
+/* Validate the header of a mapping of LEN bytes and fill r's private copy. */
+static int check_header(const uint8_t *base, uint64_t len, portal_region_t *r)
+{
+	struct portal_region_hdr h;
+	uint32_t count;
+	uint64_t dir_end;
+
+	if (len < PORTAL_REGION_HEADER_SIZE)
+		return PORTAL_ESIZE;
+	memcpy(&h, base, sizeof(h));
+	count = atomic_load_explicit(&((const struct portal_region_hdr *)base)->dir_count,
+				     memory_order_acquire); /* A1: pairs with R1 in alloc */
+	if (h.magic != PORTAL_REGION_MAGIC)
+		return PORTAL_EMAGIC;
+	if (h.version_major != PORTAL_REGION_VERSION_MAJOR)
+		return PORTAL_EVERSION;
+	if (h.region_size != len || h.header_size != PORTAL_REGION_HEADER_SIZE)
+		return PORTAL_ESIZE;
+	if (crc(&h, offsetof(struct portal_region_hdr, hdr_checksum)) != h.hdr_checksum)
+		return PORTAL_ECHECKSUM;
+	dir_end = (uint64_t)h.dir_offset + (uint64_t)h.dir_capacity * sizeof(struct portal_dir_entry);
+	if (h.part_offset != PORTAL_REGION_PART_OFFSET || h.part_count < 2 ||
+	    h.part_count > PORTAL_REGION_MAX_PARTS || h.dir_offset < PORTAL_REGION_HEADER_SIZE ||
+	    h.dir_offset % PORTAL_CACHELINE || dir_end > h.data_offset || h.data_offset > len ||
+	    count > h.dir_capacity || h.region_id == 0)
+		return PORTAL_EDIR;
+	r->size = len;
+	r->epoch = h.epoch;
+	r->region_id = h.region_id;
+	r->dir_offset = h.dir_offset;
+	r->dir_capacity = h.dir_capacity;
+	r->part_count = h.part_count;
+	r->data_offset = h.data_offset;
+	return check_directory(base, len, h.dir_offset, count, h.data_offset);
+}
+
+int portal_region_validate(const void *base, size_t len)
+{
+	portal_region_t tmp;
+
+	if (!base)
+		return -EINVAL;
+	return check_header(base, len, &tmp);
+}
+
+/* ---- participant slots ---- */
+
+static bool pid_alive(uint64_t pid)
+{
+	if (pid == 0 || pid > INT32_MAX)
+		return false;
+	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+static int claim_slot(portal_region_t *r, uint32_t side, const char *ident)
+{
+	struct portal_participant *p = part_of(r, side);
+	uint32_t state;
+
+	/* Relaxed: the slot's owner is us or a dead/departed process; we only
+	 * need its pid, and the release below republishes everything. */
+	state = atomic_load_explicit(&p->state, memory_order_relaxed);
+	if (state == PORTAL_PART_ACTIVE && pid_alive(p->pid) && p->pid != (uint64_t)getpid())
+		return -EBUSY;
+	p->kind = PORTAL_PART_PROCESS;
+	p->pid = (uint64_t)getpid();
+	memset(p->ident, 0, sizeof(p->ident));
+	if (ident)
+		strncpy(p->ident, ident, sizeof(p->ident) - 1);
+	atomic_store_explicit(&p->epoch, random_u64(), memory_order_relaxed);
+	atomic_store_explicit(&p->heartbeat, 0, memory_order_relaxed);
+	/* P1: slot fields, then state; pairs with P2 in portal_region_participant. */
+	atomic_store_explicit(&p->state, PORTAL_PART_ACTIVE, memory_order_release);
+	r->side = side;
+	return 0;
+}
+
+/* ---- create / attach / detach ---- */
+
+static portal_region_t *handle_new(void)
+{
+	portal_region_t *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		r->fd = -1;
+		r->side = UINT32_MAX;
+	}
+	return r;
+}
+
+static void handle_free(portal_region_t *r)
+{
+	if (r->mapped && r->base)
+		munmap(r->base, r->size);
+	if (r->fd >= 0)
+		close(r->fd);
+	free(r);
+}
+
+static int map_fd(portal_region_t *r, bool readonly)
+{
+	struct stat st;
+	void *p;
+
+	if (fstat(r->fd, &st) < 0)
+		return -errno;
+	if (st.st_size < (off_t)PORTAL_REGION_HEADER_SIZE)
+		return PORTAL_ESIZE;
+	p = mmap(NULL, (size_t)st.st_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE,
+		 MAP_SHARED, r->fd, 0);
+	if (p == MAP_FAILED)
+		return -errno;
+	r->base = p;
+	r->size = (uint64_t)st.st_size;
+	r->mapped = true;
+	return 0;
+}
+
+/* Write a fresh header, directory and slots; magic last. */
+static void format_region(portal_region_t *r, uint32_t dir_cap, uint32_t parts, uint32_t id)
+{
+	struct portal_region_hdr *h = hdr_of(r);
+	uint64_t dir_bytes = (uint64_t)dir_cap * sizeof(struct portal_dir_entry);
+
+	memset(r->base, 0, PORTAL_REGION_HEADER_SIZE + dir_bytes);
+	r->epoch = random_u64();
+	r->region_id = id;
+	while (r->region_id == 0)
+		r->region_id = (uint32_t)random_u64();
+	r->dir_offset = PORTAL_REGION_HEADER_SIZE;
+	r->dir_capacity = dir_cap;
+	r->part_count = parts;
+	r->data_offset = (uint32_t)align_up(PORTAL_REGION_HEADER_SIZE + dir_bytes, PAGE);
+	r->alloc_top = r->data_offset;
+	r->creator = true;
+
+	h->version_major = PORTAL_REGION_VERSION_MAJOR;
+	h->version_minor = PORTAL_REGION_VERSION_MINOR;
+	h->header_size = PORTAL_REGION_HEADER_SIZE;
+	h->region_size = r->size;
+	h->epoch = r->epoch;
+	h->region_id = r->region_id;
+	h->dir_offset = r->dir_offset;
+	h->dir_capacity = dir_cap;
+	h->part_offset = PORTAL_REGION_PART_OFFSET;
+	h->part_count = parts;
+	h->data_offset = r->data_offset;
+	h->magic = PORTAL_REGION_MAGIC;
+	h->hdr_checksum = crc(h, offsetof(struct portal_region_hdr, hdr_checksum));
+	atomic_store_explicit(&h->data_used, 0, memory_order_relaxed);
+	/* R0: header, then dir_count; pairs with A1 in check_header. */
+	atomic_store_explicit(&h->dir_count, 0, memory_order_release);
+}
+
+int portal_region_create(const char *uri, const struct portal_region_opts *opts,
+			 portal_region_t **out)
+{
+	static const struct portal_region_opts defaults;
+	const struct portal_region_backend *be;
+	const char *rest;
+	portal_region_t *r;
+	uint64_t size, min;
+	uint32_t dir_cap, parts;
+	int rc;
+
+	if (!opts)
+		opts = &defaults;
+	be = parse_uri(uri, &rest);
+	if (!be || !out || (opts->flags & ~PORTAL_REGION_F_MASK) ||
+	    (opts->flags & PORTAL_REGION_F_READONLY))
+		return -EINVAL;
+	dir_cap = opts->dir_capacity ? opts->dir_capacity : DEFAULT_DIR_CAP;
+	parts = opts->part_count ? opts->part_count : DEFAULT_PARTS;
+	if (parts < 2 || parts > PORTAL_REGION_MAX_PARTS || dir_cap > (1u << 16))
+		return -EINVAL;
+	size = opts->size ? align_up(opts->size, PAGE) : 0;
+	if (!opts->size && be != &portal_region_backend_file)
+		size = DEFAULT_SIZE;
+	min = align_up(PORTAL_REGION_HEADER_SIZE + (uint64_t)dir_cap * sizeof(struct portal_dir_entry),
+		       PAGE);
+	if (size && (size <= min || size > UINT64_C(1) << 40))
+		return -EINVAL;
+
+	r = handle_new();
+	if (!r)
+		return -ENOMEM;
+	rc = be->create(rest, size, opts->flags & PORTAL_REGION_F_EXCL, &r->fd);
+	if (rc == 0)
+		rc = map_fd(r, false);
+	if (rc == 0 && r->size <= min)
+		rc = -EINVAL;
+	if (rc) {
+		handle_free(r);
+		return rc;
+	}
+	format_region(r, dir_cap, parts, opts->region_id);
+	rc = claim_slot(r, 0, opts->ident);
+	if (rc) {
+		handle_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+static int attach_common(portal_region_t *r, const struct portal_region_opts *opts)
+{
+	uint32_t side = opts->side ? opts->side : 1;
+	int rc = check_header(r->base, r->size, r);
+
+	if (rc)
+		return rc;
+	if (opts->flags & PORTAL_REGION_F_READONLY)
+		return 0;
+	if (side >= r->part_count)
+		return -EINVAL;
+	return claim_slot(r, side, opts->ident);
+}
+
+int portal_region_attach(const char *uri, const struct portal_region_opts *opts,
+			 portal_region_t **out)
+{
+	static const struct portal_region_opts defaults;
+	const struct portal_region_backend *be;
+	const char *rest;
+	portal_region_t *r;
+	bool ro;
+	int rc;
+
+	if (!opts)
+		opts = &defaults;
+	be = parse_uri(uri, &rest);
+	if (!be || !out || (opts->flags & ~PORTAL_REGION_F_MASK))
+		return -EINVAL;
+	ro = opts->flags & PORTAL_REGION_F_READONLY;
+	r = handle_new();
+	if (!r)
+		return -ENOMEM;
+	rc = be->open(rest, ro, &r->fd);
+	if (rc == 0)
+		rc = map_fd(r, ro);
+	if (rc == 0)
+		rc = attach_common(r, opts);
+	if (rc) {
+		portal_log(PORTAL_LOG_WARN, "region %s: attach refused: %s", uri, portal_strerror(rc));
+		handle_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+int portal_region_attach_mem(void *base, size_t len, const struct portal_region_opts *opts,
+			     portal_region_t **out)
+{
+	static const struct portal_region_opts defaults;
+	portal_region_t *r;
+	int rc;
+
+	if (!opts)
+		opts = &defaults;
+	if (!base || !out || (opts->flags & ~PORTAL_REGION_F_MASK))
+		return -EINVAL;
+	r = handle_new();
+	if (!r)
+		return -ENOMEM;
+	r->base = base;
+	r->size = len;
+	rc = attach_common(r, opts);
+	if (rc) {
+		handle_free(r);
+		return rc;
+	}
+	*out = r;
+	return 0;
+}
+
+int portal_region_detach(portal_region_t *r)
+{
+	if (!r)
+		return 0;
+	if (r->side != UINT32_MAX)
+		/* P1 again: we leave; pairs with P2. */
+		atomic_store_explicit(&part_of(r, r->side)->state, PORTAL_PART_GONE,
+				      memory_order_release);
+	handle_free(r);
+	return 0;
+}
+
+int portal_region_destroy(const char *uri)
+{
+	const char *rest;
+	const struct portal_region_backend *be = parse_uri(uri, &rest);
+
+	return be ? be->destroy(rest) : -EINVAL;
+}
+
+void *portal_region_base(const portal_region_t *r) { return r->base; }
+size_t portal_region_size(const portal_region_t *r) { return (size_t)r->size; }
+uint64_t portal_region_epoch(const portal_region_t *r) { return r->epoch; }
+uint32_t portal_region_id(const portal_region_t *r) { return r->region_id; }
+uint32_t portal_region_side(const portal_region_t *r) { return r->side; }
+int portal_region_fd(const portal_region_t *r) { return r->fd; }
+
+/* ---- directory ---- */
+
+static void fill_info(const portal_region_t *r, const struct portal_dir_entry *e,
+		      struct portal_object_info *info)
+{
+	memcpy(info->name, e->name, sizeof(info->name));
+	info->kind = e->kind;
+	info->owner_side = e->owner_side;
+	info->offset = e->offset;
+	info->size = e->size;
+	memcpy(info->param, e->param, sizeof(info->param));
+	info->addr = r->base + e->offset;
+}
+
+static uint32_t dir_count(const portal_region_t *r)
+{
+	/* A1: pairs with R1 in alloc: entries below the count are complete. */
+	uint32_t n = atomic_load_explicit(&hdr_of(r)->dir_count, memory_order_acquire);
+
+	return n;
+}
+
+int portal_region_lookup(const portal_region_t *r, const char *name, uint32_t kind,
+			 struct portal_object_info *info)
+{
+	struct portal_dir_entry e;
+	uint32_t n;
+	int rc;
+
+	if (!r || !name || !info)
+		return -EINVAL;
+	n = dir_count(r);
+	if (n > r->dir_capacity)
+		return PORTAL_EDIR;
+	rc = check_directory(r->base, r->size, r->dir_offset, n, r->data_offset);
+	if (rc)
+		return rc;
+	for (uint32_t i = 0; i < n; i++) {
+		memcpy(&e, &dir_of(r)[i], sizeof(e));
+		if (check_entry(&e, r->size, r->data_offset))
+			return PORTAL_ECHECKSUM; /* changed since check_directory */
+		if (strncmp(e.name, name, sizeof(e.name)) == 0) {
+			if (kind && e.kind != kind)
+				return -ENOENT;
+			fill_info(r, &e, info);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind, uint64_t size,
+			uint64_t align, uint32_t owner_side, const uint64_t param[6],
+			struct portal_object_info *info)
+{
+	struct portal_object_info tmp;
+	struct portal_dir_entry *e;
+	uint64_t off;
+	uint32_t n;
+
+	if (!r || !name || !*name || strlen(name) >= PORTAL_NAME_MAX || kind == 0 ||
+	    kind > PORTAL_OBJ_KIND_MAX || size == 0)
+		return -EINVAL;
+	if (align == 0)
+		align = PORTAL_LINE_PAIR;
+	if (align & (align - 1) || align < PORTAL_CACHELINE || align > (UINT64_C(1) << 30))
+		return -EINVAL;
+	if (!r->creator)
+		return -EPERM;
+	if (owner_side >= r->part_count)
+		return -EINVAL;
+	if (portal_region_lookup(r, name, 0, &tmp) != -ENOENT)
+		return -EEXIST;
+	n = dir_count(r);
+	if (n >= r->dir_capacity)
+		return -ENOSPC;
+	off = align_up(r->alloc_top, align);
+	if (off > r->size || size > r->size - off)
+		return -ENOSPC;
+
+	memset(r->base + off, 0, size);
+	e = &dir_of(r)[n];
+	memset(e, 0, sizeof(*e));
+	strncpy(e->name, name, sizeof(e->name) - 1);
+	e->kind = kind;
+	e->owner_side = owner_side;
+	e->offset = off;
+	e->size = size;
+	if (param)
+		memcpy(e->param, param, sizeof(e->param));
+	e->checksum = crc(e, offsetof(struct portal_dir_entry, checksum));
+	r->alloc_top = off + size;
+	atomic_store_explicit(&hdr_of(r)->data_used, r->alloc_top - r->data_offset,
+			      memory_order_relaxed); /* informative only */
+	/* R1: object zeroed and entry written, then the count; pairs with A1. */
+	atomic_store_explicit(&hdr_of(r)->dir_count, n + 1, memory_order_release);
+	if (info)
+		fill_info(r, e, info);
+	return 0;
+}
+
+/* ---- participants ---- */
+
+void portal_region_heartbeat(portal_region_t *r)
+{
+	struct portal_participant *p;
+
+	if (!r || r->side == UINT32_MAX)
+		return;
+	p = part_of(r, r->side);
+	/* Relaxed: only we write it, and readers want only "did it move". */
+	atomic_store_explicit(&p->heartbeat,
+			      atomic_load_explicit(&p->heartbeat, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+}
+
+int portal_region_participant(const portal_region_t *r, uint32_t side,
+			      struct portal_participant_info *out)
+{
+	struct portal_participant *p;
+
+	if (!r || !out || side >= r->part_count)
+		return -EINVAL;
+	p = part_of(r, side);
+	/* P2: state, then the fields; pairs with P1 in claim_slot. */
+	out->state = atomic_load_explicit(&p->state, memory_order_acquire);
+	out->kind = p->kind;
+	out->epoch = atomic_load_explicit(&p->epoch, memory_order_relaxed);
+	out->heartbeat = atomic_load_explicit(&p->heartbeat, memory_order_relaxed);
+	out->pid = p->pid;
+	memcpy(out->ident, p->ident, sizeof(out->ident));
+	out->ident[sizeof(out->ident) - 1] = '\0';
+	return 0;
+}

@@ -186,13 +186,16 @@ struct portal_msgring_hdr {
 	uint64_t obj_size;
 	uint8_t pad0[PORTAL_LINE_PAIR - 24];
 
-	_Atomic uint64_t prod_tail; /* producer: bytes committed (observers only;
-	                             * the consumer reads record headers) */
-	uint8_t pad1[PORTAL_LINE_PAIR - 8];
+	_Atomic uint64_t prod_tail; /* producer: bytes committed (observers and a
+	                             * restarting producer; the consumer reads
+	                             * record headers instead) */
+	_Atomic uint32_t prod_seq;  /* producer: next sequence number to write */
+	uint8_t pad1[PORTAL_LINE_PAIR - 12];
 
 	_Atomic uint64_t cons_head; /* consumer: bytes released; release, pairs
 	                             * with the producer's acquire when full */
-	uint8_t pad2[PORTAL_LINE_PAIR - 8];
+	_Atomic uint32_t cons_seq;  /* consumer: next sequence number expected */
+	uint8_t pad2[PORTAL_LINE_PAIR - 12];
 	/* data follows: capacity bytes, written by the producer */
 };
 static_assert(offsetof(struct portal_msgring_hdr, prod_tail) == 128, "abi");

@@ -14,6 +14,10 @@
  *                 (portal_region_fd)
  *   file:/path    any file: a plain host file, a hugetlbfs file, or the file
  *                 QEMU maps as memory-backend-file for ivshmem or virtio-pmem
+ *   fd:N          attach only: an inherited file descriptor (memfd, shm, file)
+ *
+ * The backing outlives every handle: detach leaves it, and
+ * portal_region_destroy removes it.
  *
  * Concurrency: one portal_region_t is used by one thread at a time for
  * create/alloc/detach; lookup, base and heartbeat may run concurrently.
@@ -36,9 +40,8 @@ extern "C" {
 typedef struct portal_region portal_region_t;
 
 #define PORTAL_REGION_F_EXCL     0x1u /* create: fail with -EEXIST if it exists */
-#define PORTAL_REGION_F_KEEP     0x2u /* create: do not unlink the backing on detach of the creator */
-#define PORTAL_REGION_F_READONLY 0x4u /* attach: map read-only (observers) */
-#define PORTAL_REGION_F_MASK     0x7u
+#define PORTAL_REGION_F_READONLY 0x2u /* attach: map read-only, take no slot (observers) */
+#define PORTAL_REGION_F_MASK     0x3u
 
 struct portal_region_opts {
 	uint64_t size;          /* create: total bytes; 0 = 1 MiB. Rounded up to a page */
