@@ -1,1 +1,306 @@
 /* SPDX-License-Identifier: MIT */
+/*
+ * Broadcast rings: one producer, up to 64 subscribers, each with its own
+ * cursor line. Each slot starts with a sequence word (0 while being written,
+ * then position + 1), so a subscriber can tell a slot it may read from one
+ * being overwritten, as a seqlock does.
+ *
+ * HOLD: the producer never overwrites a slot an active subscriber has not
+ * read; publish returns -EAGAIN instead. A subscriber that writes a cursor
+ * out of range is ignored from then on (counted as a protocol error), so a
+ * hostile subscriber cannot stall the others.
+ * LAP: the producer never waits. A subscriber that fell a ring behind is
+ * told how many messages it lost and moved to the oldest one still held.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/atomic_internal.h"
+#include "common/log_internal.h"
+#include "portal/ring.h"
+#include "ring/ring_internal.h"
+
+#define MAX_SUBS 64u
+
+struct portal_bcast {
+	struct portal_bcast_hdr *hdr;
+	struct portal_bcast_sub *subs;
+	uint8_t *slots;
+	uint32_t mode;         /* private copies of the immutable header */
+	uint32_t slot_size;
+	uint32_t capacity;
+	uint32_t mask;
+	uint32_t stride;
+	uint32_t max_subs;
+	int sub;               /* -1: producer */
+	uint64_t pos;          /* producer: next to publish; subscriber: cursor */
+	uint64_t peer;         /* producer: cached slowest cursor; subscriber: cached prod_tail */
+	uint64_t ignored;      /* producer: subscribers that broke the protocol */
+	bool quarantined;
+	struct portal_ring_stats st;
+};
+
+static bool params_ok(uint32_t mode, uint32_t slot_size, uint32_t capacity, uint32_t max_subs)
+{
+	return (mode == PORTAL_BCAST_HOLD || mode == PORTAL_BCAST_LAP) && slot_size >= 8 &&
+	       slot_size <= 256 && slot_size % 8 == 0 && ring_is_pow2(capacity) && capacity >= 2 &&
+	       capacity <= (1u << 28) && max_subs >= 1 && max_subs <= MAX_SUBS;
+}
+
+static uint64_t obj_size(uint32_t slot_size, uint32_t capacity, uint32_t max_subs)
+{
+	return PORTAL_BCAST_HDR_SIZE + (uint64_t)max_subs * sizeof(struct portal_bcast_sub) +
+	       (uint64_t)capacity * (8 + slot_size);
+}
+
+size_t portal_bcast_memsize(const struct portal_bcast_params *p)
+{
+	if (!p || !params_ok(p->mode, p->slot_size, p->capacity, p->max_subs))
+		return 0;
+	return (size_t)obj_size(p->slot_size, p->capacity, p->max_subs);
+}
+
+int portal_bcast_init(void *mem, size_t len, const struct portal_bcast_params *p)
+{
+	struct portal_bcast_hdr *h = mem;
+	size_t need = portal_bcast_memsize(p);
+
+	if (!mem || !need || len < need || (uintptr_t)mem % PORTAL_CACHELINE)
+		return -EINVAL;
+	memset(mem, 0, need);
+	h->magic = PORTAL_BCAST_MAGIC;
+	h->version = 1;
+	h->mode = (uint16_t)p->mode;
+	h->slot_size = p->slot_size;
+	h->capacity = p->capacity;
+	h->max_subs = p->max_subs;
+	h->stride = 8 + p->slot_size;
+	h->obj_size = need;
+	return 0;
+}
+
+static int quarantine(portal_bcast_t *b, const char *why, uint64_t seen)
+{
+	if (!b->quarantined)
+		portal_log(PORTAL_LOG_ERROR, "bcast %p quarantined: %s (peer wrote %llu)",
+			   (void *)b->hdr, why, (unsigned long long)seen);
+	b->quarantined = true;
+	b->st.proto_errors++;
+	return PORTAL_EPROTO;
+}
+
+static inline _Atomic uint64_t *slot_seq(const portal_bcast_t *b, uint64_t pos)
+{
+	return (_Atomic uint64_t *)(b->slots + (size_t)(pos & b->mask) * b->stride);
+}
+
+int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
+{
+	struct portal_bcast_hdr h;
+	portal_bcast_t *b;
+	struct portal_bcast_sub *s;
+
+	if (!mem || !out || (uintptr_t)mem % PORTAL_CACHELINE)
+		return -EINVAL;
+	if (len < PORTAL_BCAST_HDR_SIZE)
+		return PORTAL_EPROTO;
+	memcpy(&h, mem, offsetof(struct portal_bcast_hdr, pad0));
+	if (h.magic != PORTAL_BCAST_MAGIC || h.version != 1 ||
+	    !params_ok(h.mode, h.slot_size, h.capacity, h.max_subs) || h.stride != 8 + h.slot_size ||
+	    h.obj_size != obj_size(h.slot_size, h.capacity, h.max_subs) || h.obj_size > len)
+		return PORTAL_EPROTO;
+	if (sub >= (int)h.max_subs)
+		return -EINVAL;
+	b = calloc(1, sizeof(*b));
+	if (!b)
+		return -ENOMEM;
+	b->hdr = mem;
+	b->subs = (struct portal_bcast_sub *)((uint8_t *)mem + PORTAL_BCAST_HDR_SIZE);
+	b->slots = (uint8_t *)(b->subs + h.max_subs);
+	b->mode = h.mode;
+	b->slot_size = h.slot_size;
+	b->capacity = h.capacity;
+	b->mask = h.capacity - 1;
+	b->stride = h.stride;
+	b->max_subs = h.max_subs;
+	b->sub = sub < 0 ? -1 : sub;
+	/* Acquire: pairs with R1 in publish. */
+	b->pos = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
+	b->peer = b->pos;
+	if (sub >= 0) {
+		s = &b->subs[sub];
+		/* Relaxed: only the subscriber itself writes its line. */
+		if (atomic_load_explicit(&s->active, memory_order_relaxed)) {
+			free(b);
+			return -EBUSY;
+		}
+		atomic_store_explicit(&s->cursor, b->pos, memory_order_relaxed);
+		/* S1: cursor, then active; pairs with S2 in the producer's scan. */
+		atomic_store_explicit(&s->active, 1, memory_order_release);
+	}
+	*out = b;
+	return 0;
+}
+
+void portal_bcast_detach(portal_bcast_t *b)
+{
+	if (!b)
+		return;
+	if (b->sub >= 0)
+		/* Release: our reads are done before the producer may reuse. */
+		atomic_store_explicit(&b->subs[b->sub].active, 0, memory_order_release);
+	free(b);
+}
+
+/* HOLD: the slowest active, well-behaved subscriber's cursor. */
+static uint64_t slowest_cursor(portal_bcast_t *b)
+{
+	uint64_t min = b->pos, c;
+
+	for (uint32_t i = 0; i < b->max_subs; i++) {
+		if (b->ignored & (UINT64_C(1) << i))
+			continue;
+		/* S2: active, then cursor; pairs with S1. */
+		if (!atomic_load_explicit(&b->subs[i].active, memory_order_acquire))
+			continue;
+		/* A2: the subscriber's slot reads happen before we reuse the
+		 * slots; pairs with R2 in read. */
+		c = atomic_load_explicit(&b->subs[i].cursor, memory_order_acquire);
+		if (PORTAL_NEVER(c > b->pos || b->pos - c > b->capacity)) {
+			portal_log(PORTAL_LOG_ERROR, "bcast %p: subscriber %u cursor %llu out of range;"
+				   " ignoring it", (void *)b->hdr, i, (unsigned long long)c);
+			b->ignored |= UINT64_C(1) << i;
+			b->st.proto_errors++;
+			continue;
+		}
+		if (c < min)
+			min = c;
+	}
+	return min;
+}
+
+int portal_bcast_publish(portal_bcast_t *b, const void *msg)
+{
+	_Atomic uint64_t *seq;
+
+	if (unlikely(b->sub >= 0 || !msg))
+		return -EINVAL;
+	if (b->mode == PORTAL_BCAST_HOLD && b->pos - b->peer >= b->capacity) {
+		b->peer = slowest_cursor(b);
+		if (b->pos - b->peer >= b->capacity) {
+			b->st.full++;
+			return -EAGAIN;
+		}
+	}
+	seq = slot_seq(b, b->pos);
+	/* W1: mark the slot busy before touching its payload. The release
+	 * fence keeps the payload stores after the 0; pairs with F1 in read. */
+	atomic_store_explicit(seq, 0, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	memcpy((uint8_t *)seq + 8, msg, b->slot_size);
+	/* R1: payload, then the slot's sequence and prod_tail; pairs with A1. */
+	atomic_store_explicit(seq, b->pos + 1, memory_order_release);
+	b->pos++;
+	atomic_store_explicit(&b->hdr->prod_tail, b->pos, memory_order_release);
+	b->st.enqueued++;
+	return 0;
+}
+
+/* LAP: jump to the oldest message the producer still holds. */
+static int lapped(portal_bcast_t *b, uint64_t prod, uint64_t *lost)
+{
+	uint64_t oldest = prod - b->capacity + 1; /* +1: the slot being rewritten next */
+	uint64_t n = oldest > b->pos ? oldest - b->pos : 0;
+
+	b->pos += n;
+	b->st.lapped += n;
+	if (lost)
+		*lost = n;
+	/* Relaxed: informative in LAP mode; the producer does not wait. */
+	atomic_store_explicit(&b->subs[b->sub].cursor, b->pos, memory_order_relaxed);
+	return -EOVERFLOW;
+}
+
+int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
+{
+	_Atomic uint64_t *seq;
+	uint64_t prod, s1, s2;
+
+	if (unlikely(b->quarantined))
+		return PORTAL_EPROTO;
+	if (unlikely(b->sub < 0 || !msg))
+		return -EINVAL;
+	if (b->pos == b->peer) {
+		/* A1: prod_tail, then slots; pairs with R1. Read once. */
+		prod = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
+		if (PORTAL_NEVER(prod < b->peer ||
+				 (b->mode == PORTAL_BCAST_HOLD && prod - b->pos > b->capacity)))
+			return quarantine(b, "producer tail out of range", prod);
+		b->peer = prod;
+		if (prod == b->pos) {
+			b->st.empty++;
+			return -EAGAIN;
+		}
+	}
+	if (b->mode == PORTAL_BCAST_LAP && b->peer - b->pos > b->capacity)
+		return lapped(b, b->peer, lost);
+	seq = slot_seq(b, b->pos);
+	s1 = atomic_load_explicit(seq, memory_order_acquire); /* A1 for the slot */
+	if (s1 == b->pos + 1) {
+		memcpy(msg, (const uint8_t *)seq + 8, b->slot_size);
+		/* F1: payload copied, then re-read the sequence; pairs with W1. */
+		atomic_thread_fence(memory_order_acquire);
+		s2 = atomic_load_explicit(seq, memory_order_relaxed);
+		if (s2 == s1) {
+			b->pos++;
+			/* R2: slot read, then cursor; pairs with A2 in the
+			 * producer's scan. */
+			atomic_store_explicit(&b->subs[b->sub].cursor, b->pos, memory_order_release);
+			b->st.dequeued++;
+			return 0;
+		}
+	}
+	/* The slot is not the one prod_tail promised. */
+	if (b->mode == PORTAL_BCAST_HOLD)
+		return quarantine(b, "slot sequence", s1);
+	prod = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
+	if (PORTAL_NEVER(prod < b->peer))
+		return quarantine(b, "producer tail went backwards", prod);
+	b->peer = prod;
+	return lapped(b, prod, lost);
+}
+
+int portal_bcast_ready(portal_bcast_t *b)
+{
+	if (b->quarantined || b->pos != b->peer)
+		return 1;
+	/* Acquire: pairs with R1. */
+	return atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire) != b->pos;
+}
+
+bool portal_bcast_quarantined(const portal_bcast_t *b) { return b->quarantined; }
+void portal_bcast_stats(const portal_bcast_t *b, struct portal_ring_stats *st) { *st = b->st; }
+
+int portal_bcast_create(portal_region_t *reg, const char *name, const struct portal_bcast_params *p,
+			uint32_t owner_side)
+{
+	uint64_t param[6] = { 0 };
+	size_t size = portal_bcast_memsize(p);
+	void *mem;
+	int rc;
+
+	if (!size)
+		return -EINVAL;
+	param[0] = p->mode, param[1] = p->slot_size, param[2] = p->capacity, param[3] = p->max_subs;
+	rc = ring_region_place(reg, name, PORTAL_OBJ_BCAST, size, owner_side, param, &mem);
+	return rc ? rc : portal_bcast_init(mem, size, p);
+}
+
+int portal_bcast_open(portal_region_t *reg, const char *name, int sub, portal_bcast_t **out)
+{
+	void *mem;
+	size_t len;
+	int rc = ring_region_find(reg, name, PORTAL_OBJ_BCAST, &mem, &len);
+
+	return rc ? rc : portal_bcast_attach(mem, len, sub, out);
+}
