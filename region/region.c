@@ -512,6 +512,15 @@ int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind, uin
 			uint64_t align, uint32_t owner_side, const uint64_t param[6],
 			struct portal_object_info *info)
 {
+	return portal_region_alloc_init(r, name, kind, size, align, owner_side, param, NULL, NULL,
+					info);
+}
+
+int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind, uint64_t size,
+			     uint64_t align, uint32_t owner_side, const uint64_t param[6],
+			     portal_object_init_fn init, void *arg, struct portal_object_info *info)
+{
+	int rc;
 	struct portal_object_info tmp;
 	struct portal_dir_entry *e;
 	uint64_t off;
@@ -538,6 +547,9 @@ int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind, uin
 		return -ENOSPC;
 
 	memset(r->base + off, 0, size);
+	r->alloc_top = off + size;
+	if (init && (rc = init(r->base + off, (size_t)size, arg)) != 0)
+		return rc;
 	e = &dir_of(r)[n];
 	memset(e, 0, sizeof(*e));
 	strncpy(e->name, name, sizeof(e->name) - 1);
@@ -548,10 +560,10 @@ int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind, uin
 	if (param)
 		memcpy(e->param, param, sizeof(e->param));
 	e->checksum = crc(e, offsetof(struct portal_dir_entry, checksum));
-	r->alloc_top = off + size;
 	atomic_store_explicit(&hdr_of(r)->data_used, r->alloc_top - r->data_offset,
 			      memory_order_relaxed); /* informative only */
-	/* R1: object zeroed and entry written, then the count; pairs with A1. */
+	/* R1: object zeroed and built, entry written, then the count; pairs
+	 * with A1. */
 	atomic_store_explicit(&hdr_of(r)->dir_count, n + 1, memory_order_release);
 	if (info)
 		fill_info(r, e, info);

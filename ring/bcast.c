@@ -281,19 +281,22 @@ int portal_bcast_ready(portal_bcast_t *b)
 bool portal_bcast_quarantined(const portal_bcast_t *b) { return b->quarantined; }
 void portal_bcast_stats(const portal_bcast_t *b, struct portal_ring_stats *st) { *st = b->st; }
 
+static int bcast_init_cb(void *mem, size_t len, void *params)
+{
+	return portal_bcast_init(mem, len, params);
+}
+
 int portal_bcast_create(portal_region_t *reg, const char *name, const struct portal_bcast_params *p,
 			uint32_t owner_side)
 {
 	uint64_t param[6] = { 0 };
 	size_t size = portal_bcast_memsize(p);
-	void *mem;
-	int rc;
 
 	if (!size)
 		return -EINVAL;
 	param[0] = p->mode, param[1] = p->slot_size, param[2] = p->capacity, param[3] = p->max_subs;
-	rc = ring_region_place(reg, name, PORTAL_OBJ_BCAST, size, owner_side, param, &mem);
-	return rc ? rc : portal_bcast_init(mem, size, p);
+	return ring_region_place(reg, name, PORTAL_OBJ_BCAST, size, owner_side, param,
+				 bcast_init_cb, p);
 }
 
 int portal_bcast_open(portal_region_t *reg, const char *name, int sub, portal_bcast_t **out)

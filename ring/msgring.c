@@ -336,19 +336,22 @@ uint32_t portal_msgring_max_msg(const portal_msgring_t *m) { return m->max_msg; 
 bool portal_msgring_quarantined(const portal_msgring_t *m) { return m->quarantined; }
 void portal_msgring_stats(const portal_msgring_t *m, struct portal_ring_stats *st) { *st = m->st; }
 
+static int msgring_init_cb(void *mem, size_t len, void *params)
+{
+	return portal_msgring_init(mem, len, params);
+}
+
 int portal_msgring_create(portal_region_t *reg, const char *name,
 			  const struct portal_msgring_params *p, uint32_t owner_side)
 {
 	uint64_t param[6] = { 0 };
 	size_t size = portal_msgring_memsize(p);
-	void *mem;
-	int rc;
 
 	if (!size)
 		return -EINVAL;
 	param[0] = p->capacity, param[1] = default_max(p);
-	rc = ring_region_place(reg, name, PORTAL_OBJ_MSGRING, size, owner_side, param, &mem);
-	return rc ? rc : portal_msgring_init(mem, size, p);
+	return ring_region_place(reg, name, PORTAL_OBJ_MSGRING, size, owner_side, param,
+				 msgring_init_cb, p);
 }
 
 int portal_msgring_open(portal_region_t *reg, const char *name, enum portal_ring_role role,

@@ -446,17 +446,13 @@ void portal_ring_stats(const portal_ring_t *r, struct portal_ring_stats *st) { *
 /* ---- placing rings in a region ---- */
 
 int ring_region_place(portal_region_t *reg, const char *name, uint32_t kind, size_t size,
-		      uint32_t owner_side, const uint64_t param[6], void **mem)
+		      uint32_t owner_side, const uint64_t param[6],
+		      portal_object_init_fn init, const void *params)
 {
-	struct portal_object_info info;
-	int rc;
-
 	if (!size)
 		return -EINVAL;
-	rc = portal_region_alloc(reg, name, kind, size, 0, owner_side, param, &info);
-	if (rc == 0)
-		*mem = info.addr;
-	return rc;
+	return portal_region_alloc_init(reg, name, kind, size, 0, owner_side, param, init,
+					(void *)params, NULL);
 }
 
 int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void **mem,
@@ -472,19 +468,22 @@ int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void
 	return rc;
 }
 
+static int ring_init_cb(void *mem, size_t len, void *params)
+{
+	return portal_ring_init(mem, len, params);
+}
+
 int portal_ring_create(portal_region_t *reg, const char *name, const struct portal_ring_params *p,
 		       uint32_t owner_side)
 {
 	uint64_t param[6] = { 0 };
 	size_t size = portal_ring_memsize(p);
-	void *mem;
-	int rc;
 
 	if (!size)
 		return -EINVAL;
 	param[0] = p->mode, param[1] = p->slot_size, param[2] = p->capacity;
-	rc = ring_region_place(reg, name, PORTAL_OBJ_RING, size, owner_side, param, &mem);
-	return rc ? rc : portal_ring_init(mem, size, p);
+	return ring_region_place(reg, name, PORTAL_OBJ_RING, size, owner_side, param,
+				 ring_init_cb, p);
 }
 
 int portal_ring_open(portal_region_t *reg, const char *name, enum portal_ring_role role,

@@ -12,10 +12,11 @@ static inline bool ring_is_pow2(uint64_t v)
 	return v && !(v & (v - 1));
 }
 
-/* Place an object of SIZE bytes and KIND in a region (creator) with its
- * parameters recorded in the directory; on success *mem is its address. */
+/* Place an object of SIZE bytes and KIND in a region (creator), build it
+ * with INIT(mem, size, params) and only then publish its directory entry. */
 int ring_region_place(portal_region_t *reg, const char *name, uint32_t kind, size_t size,
-		      uint32_t owner_side, const uint64_t param[6], void **mem);
+		      uint32_t owner_side, const uint64_t param[6],
+		      portal_object_init_fn init, const void *params);
 
 /* Find NAME of KIND in a region; *mem and *len describe the object. */
 int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void **mem,

@@ -1,1 +1,1181 @@
-int main(void) { return 0; }
+/* SPDX-License-Identifier: MIT */
+/*
+ * ring_test.c - descriptor rings (SPSC, MPSC, MPMC).
+ *
+ * Table-driven: every behaviour test runs once per configuration in
+ * {SPSC, MPSC, MPMC} x slot {8..256} x capacity {2, 16, 256}; the cmocka test
+ * name is "behaviour/MODE/sSLOT/cCAP". Elements are stamped with a producer
+ * id, a sequence number and a checksum (tests/test_util.h), and every
+ * dequeued element is checked.
+ *
+ * The hostile-peer tests hold a producer and a consumer handle on the same
+ * memory, scribble the peer's shared index, and check the honest side returns
+ * PORTAL_EPROTO, stays quarantined (every later call -EPROTO), counts one
+ * protocol error, logs it, and never touches memory outside the object
+ * (memory comes from tu_mem_alloc, exactly sized, so ASan catches a stray
+ * read in the sanitizer build).
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+
+#include "tests/test_util.h"
+
+#include "portal/region.h"
+#include "portal/ring.h"
+
+#define BIT63 (UINT64_C(1) << 63)
+
+struct cfg {
+	uint32_t mode, slot, cap;
+};
+
+static const uint32_t modes[] = { PORTAL_RING_SPSC, PORTAL_RING_MPSC, PORTAL_RING_MPMC };
+static const uint32_t slots[] = { 8, 16, 32, 64, 128, 256 };
+static const uint32_t caps[] = { 2, 16, 256 };
+static struct cfg cfgs[TU_ARRAY_SIZE(modes) * TU_ARRAY_SIZE(slots) * TU_ARRAY_SIZE(caps)];
+
+static const char *mode_name(uint32_t m)
+{
+	return m == PORTAL_RING_SPSC ? "SPSC" : m == PORTAL_RING_MPSC ? "MPSC" : "MPMC";
+}
+
+/* ------------------------------------------------------------------ */
+/* A ring in private memory with one producer and one consumer handle.  */
+/* ------------------------------------------------------------------ */
+
+struct env {
+	const struct cfg *c;
+	void *mem;
+	size_t len;
+	struct portal_ring_hdr *hdr;
+	portal_ring_t *prod, *cons;
+	uint8_t *buf, *out; /* scratch, 2 * cap + 8 elements each */
+	uint32_t next_put;  /* sequence of the next element put */
+	uint32_t next_get;  /* sequence expected next */
+};
+
+static void env_open(struct env *e, const struct cfg *c)
+{
+	struct portal_ring_params p = { .mode = c->mode, .slot_size = c->slot, .capacity = c->cap };
+	size_t scratch = ((size_t)c->cap * 2 + 8) * c->slot;
+
+	memset(e, 0, sizeof(*e));
+	e->c = c;
+	e->len = portal_ring_memsize(&p);
+	assert_int_equal(e->len, PORTAL_RING_HDR_SIZE + (size_t)c->cap * c->slot);
+	e->mem = tu_mem_alloc(e->len);
+	assert_non_null(e->mem);
+	e->hdr = e->mem;
+	assert_int_equal(portal_ring_init(e->mem, e->len, &p), 0);
+	assert_int_equal(portal_ring_attach(e->mem, e->len, PORTAL_ROLE_PRODUCER, &e->prod), 0);
+	assert_int_equal(portal_ring_attach(e->mem, e->len, PORTAL_ROLE_CONSUMER, &e->cons), 0);
+	assert_int_equal(portal_ring_slot_size(e->prod), c->slot);
+	assert_int_equal(portal_ring_capacity(e->cons), c->cap);
+	assert_false(portal_ring_quarantined(e->prod));
+	assert_false(portal_ring_quarantined(e->cons));
+	e->buf = malloc(scratch);
+	e->out = malloc(scratch);
+	assert_non_null(e->buf);
+	assert_non_null(e->out);
+}
+
+static void env_close(struct env *e)
+{
+	portal_ring_detach(e->prod);
+	portal_ring_detach(e->cons);
+	free(e->mem);
+	free(e->buf);
+	free(e->out);
+	memset(e, 0, sizeof(*e));
+}
+
+/* Burst-enqueue N fresh stamped elements; expect WANT of them to go in. */
+static void put(struct env *e, unsigned n, int want)
+{
+	uint32_t slot = e->c->slot;
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		tu_stamp(e->buf + (size_t)i * slot, slot, tu_tag(1, e->next_put + i));
+	rc = portal_ring_enqueue_burst(e->prod, e->buf, n);
+	if (rc != want)
+		fail_msg("enqueue_burst(%u) at seq %u: got %d, want %d", n, e->next_put, rc, want);
+	e->next_put += (uint32_t)want;
+}
+
+/* Check N elements at OUT continue the sequence. */
+static void check_seq(struct env *e, const uint8_t *out, unsigned n)
+{
+	uint32_t slot = e->c->slot;
+	uint64_t tag;
+
+	for (unsigned i = 0; i < n; i++) {
+		if (!tu_check(out + (size_t)i * slot, slot, &tag))
+			fail_msg("element %u of %u (expected seq %u): bad checksum", i, n, e->next_get);
+		if (tag != tu_tag(1, e->next_get))
+			fail_msg("element %u: got tag %#llx, want seq %u", i, (unsigned long long)tag,
+				 e->next_get);
+		e->next_get++;
+	}
+}
+
+/* Burst-dequeue up to N; expect WANT and check them. */
+static void get(struct env *e, unsigned n, int want)
+{
+	int rc = portal_ring_dequeue_burst(e->cons, e->out, n);
+
+	if (rc != want)
+		fail_msg("dequeue_burst(%u) at seq %u: got %d, want %d", n, e->next_get, rc, want);
+	check_seq(e, e->out, (unsigned)want);
+}
+
+static void assert_stats(portal_ring_t *r, uint64_t enq, uint64_t deq, uint64_t full,
+			 uint64_t empty, uint64_t proto)
+{
+	struct portal_ring_stats st;
+
+	portal_ring_stats(r, &st);
+	if (st.enqueued != enq || st.dequeued != deq || st.full != full || st.empty != empty ||
+	    st.proto_errors != proto || st.lapped != 0)
+		fail_msg("stats enq %llu deq %llu full %llu empty %llu proto %llu lapped %llu; "
+			 "want %llu %llu %llu %llu %llu 0",
+			 (unsigned long long)st.enqueued, (unsigned long long)st.dequeued,
+			 (unsigned long long)st.full, (unsigned long long)st.empty,
+			 (unsigned long long)st.proto_errors, (unsigned long long)st.lapped,
+			 (unsigned long long)enq, (unsigned long long)deq, (unsigned long long)full,
+			 (unsigned long long)empty, (unsigned long long)proto);
+}
+
+/* ------------------------------------------------------------------ */
+/* Behaviour, per configuration                                         */
+/* ------------------------------------------------------------------ */
+
+/* Single-element calls: FIFO, exactly cap fit, -EAGAIN at full and empty,
+ * count(), stats; then a few laps of one-in one-out. */
+static void t_fifo(void **state)
+{
+	const struct cfg *c = *state;
+	struct env e;
+	uint64_t tag;
+	uint32_t i;
+
+	env_open(&e, c);
+	assert_int_equal(portal_ring_count(e.cons), 0);
+	assert_int_equal(portal_ring_dequeue(e.cons, e.out), -EAGAIN);
+	for (i = 0; i < c->cap; i++) {
+		tu_stamp(e.buf, c->slot, tu_tag(1, i));
+		assert_int_equal(portal_ring_enqueue(e.prod, e.buf), 0);
+		assert_int_equal(portal_ring_count(e.cons), (int)i + 1);
+	}
+	tu_stamp(e.buf, c->slot, tu_tag(1, i));
+	assert_int_equal(portal_ring_enqueue(e.prod, e.buf), -EAGAIN);
+	assert_int_equal(portal_ring_enqueue(e.prod, e.buf), -EAGAIN);
+	assert_int_equal(portal_ring_count(e.cons), (int)c->cap);
+	for (i = 0; i < c->cap; i++) {
+		memset(e.out, 0, c->slot);
+		assert_int_equal(portal_ring_dequeue(e.cons, e.out), 0);
+		assert_true(tu_check(e.out, c->slot, &tag));
+		assert_int_equal(tag, tu_tag(1, i));
+		assert_int_equal(portal_ring_count(e.cons), (int)(c->cap - i - 1));
+	}
+	assert_int_equal(portal_ring_dequeue(e.cons, e.out), -EAGAIN);
+	assert_stats(e.prod, c->cap, 0, 2, 0, 0);
+	assert_stats(e.cons, 0, c->cap, 0, 2, 0);
+	/* The shared indices say the same. */
+	assert_int_equal(atomic_load(&e.hdr->prod_tail), c->cap);
+	assert_int_equal(atomic_load(&e.hdr->cons_tail), c->cap);
+
+	/* Three more laps, one in, one out. */
+	for (i = c->cap; i < 4 * c->cap; i++) {
+		tu_stamp(e.buf, c->slot, tu_tag(1, i));
+		assert_int_equal(portal_ring_enqueue(e.prod, e.buf), 0);
+		assert_int_equal(portal_ring_dequeue(e.cons, e.out), 0);
+		assert_true(tu_check(e.out, c->slot, &tag));
+		assert_int_equal(tag, tu_tag(1, i));
+	}
+	assert_stats(e.prod, 4 * c->cap, 0, 2, 0, 0);
+	assert_stats(e.cons, 0, 4 * c->cap, 0, 2, 0);
+	env_close(&e);
+}
+
+/* Bursts: partial at full and at empty, one publish per burst. */
+static void t_burst(void **state)
+{
+	const struct cfg *c = *state;
+	unsigned half = c->cap / 2;
+	struct env e;
+
+	env_open(&e, c);
+	put(&e, c->cap + 3, (int)c->cap);        /* partial: only cap fit */
+	assert_int_equal(atomic_load(&e.hdr->prod_tail), c->cap);
+	put(&e, 3, 0);                            /* full */
+	assert_int_equal(portal_ring_count(e.cons), (int)c->cap);
+	get(&e, c->cap + 5, (int)c->cap);        /* partial: only cap there */
+	get(&e, 5, 0);                            /* empty */
+	assert_stats(e.prod, c->cap, 0, 1, 0, 0);
+	assert_stats(e.cons, 0, c->cap, 0, 1, 0);
+
+	/* Half full, then a burst that only half fits. */
+	put(&e, half, (int)half);
+	put(&e, c->cap, (int)(c->cap - half));
+	put(&e, 1, 0);
+	/* Take one, then ask for more than is left. */
+	get(&e, 1, 1);
+	put(&e, 2, 1);                            /* exactly the one freed slot */
+	get(&e, 2 * c->cap, (int)c->cap);
+	get(&e, 1, 0);
+	assert_stats(e.prod, 2 * c->cap + 1, 0, 2, 0, 0);
+	assert_stats(e.cons, 0, 2 * c->cap + 1, 0, 2, 0);
+	/* A zero-length burst moves nothing. */
+	assert_int_equal(portal_ring_enqueue_burst(e.prod, e.buf, 0), 0);
+	assert_int_equal(portal_ring_dequeue_burst(e.cons, e.out, 0), 0);
+	assert_int_equal(portal_ring_count(e.cons), 0);
+	env_close(&e);
+}
+
+/* A full-ring burst starting at every slot offset (so every split point of
+ * the wrap is hit), dequeued in two bursts whose split also moves. */
+static void t_wrap(void **state)
+{
+	const struct cfg *c = *state;
+	struct env e;
+
+	env_open(&e, c);
+	for (uint32_t o = 0; o < c->cap; o++) {
+		unsigned j = 1 + (o * 7u) % c->cap;
+
+		assert_int_equal(atomic_load(&e.hdr->prod_tail) % c->cap, o);
+		put(&e, c->cap, (int)c->cap);
+		put(&e, 1, 0);
+		assert_int_equal(portal_ring_count(e.cons), (int)c->cap);
+		get(&e, j, (int)j);
+		get(&e, c->cap, (int)(c->cap - j));
+		/* Move the start by one slot. */
+		put(&e, 1, 1);
+		get(&e, 1, 1);
+	}
+	assert_int_equal(e.next_get, (uint32_t)c->cap * (c->cap + 1));
+	assert_false(portal_ring_quarantined(e.prod));
+	assert_false(portal_ring_quarantined(e.cons));
+	env_close(&e);
+}
+
+/* The 64-bit positions may wrap: a ring whose indices start just below
+ * 2^64 works across the wrap exactly as one starting at 0. */
+static void t_u64_wrap(void **state)
+{
+	const struct cfg *c = *state;
+	struct portal_ring_params p = { .mode = c->mode, .slot_size = c->slot, .capacity = c->cap };
+	uint64_t start = UINT64_MAX - c->cap - c->cap / 2;
+	struct env e;
+
+	env_open(&e, c);
+	portal_ring_detach(e.prod);
+	portal_ring_detach(e.cons);
+	assert_int_equal(portal_ring_init(e.mem, e.len, &p), 0);
+	atomic_store(&e.hdr->prod_head, start);
+	atomic_store(&e.hdr->prod_tail, start);
+	atomic_store(&e.hdr->cons_head, start);
+	atomic_store(&e.hdr->cons_tail, start);
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_PRODUCER, &e.prod), 0);
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_CONSUMER, &e.cons), 0);
+	for (unsigned lap = 0; lap < 4; lap++) {
+		unsigned j = 1 + lap % c->cap;
+
+		put(&e, c->cap, (int)c->cap);
+		assert_int_equal(portal_ring_count(e.cons), (int)c->cap);
+		get(&e, j, (int)j);
+		put(&e, j, (int)j);
+		get(&e, 2 * c->cap, (int)c->cap);
+	}
+	/* The positions really did cross 2^64. */
+	assert_int_equal(atomic_load(&e.hdr->prod_tail), start + e.next_put);
+	assert_true(atomic_load(&e.hdr->prod_tail) < start);
+	assert_int_equal(atomic_load(&e.hdr->cons_tail), start + e.next_get);
+	assert_false(portal_ring_quarantined(e.prod));
+	assert_false(portal_ring_quarantined(e.cons));
+	env_close(&e);
+}
+
+/* Wrong role or wrong mode for the call: -EINVAL, nothing moves. */
+static void t_roles(void **state)
+{
+	const struct cfg *c = *state;
+	bool sp = c->mode == PORTAL_RING_SPSC, sc = c->mode != PORTAL_RING_MPMC;
+	struct env e;
+
+	env_open(&e, c);
+	tu_stamp(e.buf, c->slot, tu_tag(1, 0));
+	/* Producer calls on the consumer handle and vice versa. */
+	assert_int_equal(portal_ring_enqueue(e.cons, e.buf), -EINVAL);
+	assert_int_equal(portal_ring_enqueue_burst(e.cons, e.buf, 1), -EINVAL);
+	assert_int_equal(portal_ring_enqueue_burst_sp(e.cons, e.buf, 1), -EINVAL);
+	assert_int_equal(portal_ring_enqueue_burst_mp(e.cons, e.buf, 1), -EINVAL);
+	assert_int_equal(portal_ring_dequeue(e.prod, e.out), -EINVAL);
+	assert_int_equal(portal_ring_dequeue_burst(e.prod, e.out, 1), -EINVAL);
+	assert_int_equal(portal_ring_dequeue_burst_sc(e.prod, e.out, 1), -EINVAL);
+	assert_int_equal(portal_ring_dequeue_burst_mc(e.prod, e.out, 1), -EINVAL);
+	assert_int_equal(portal_ring_count(e.prod), -EINVAL);
+	/* The wrong concurrency variant for the ring's mode. */
+	assert_int_equal(portal_ring_enqueue_burst_sp(e.prod, e.buf, 1), sp ? 1 : -EINVAL);
+	assert_int_equal(portal_ring_enqueue_burst_mp(e.prod, e.buf, 1), sp ? -EINVAL : 1);
+	assert_int_equal(portal_ring_count(e.cons), 1);
+	assert_int_equal(portal_ring_dequeue_burst_sc(e.cons, e.out, 1), sc ? 1 : -EINVAL);
+	assert_int_equal(portal_ring_dequeue_burst_mc(e.cons, e.out, 1), sc ? -EINVAL : 1);
+	assert_int_equal(portal_ring_count(e.cons), 0);
+	assert_stats(e.prod, 1, 0, 0, 0, 0);
+	assert_stats(e.cons, 0, 1, 0, 0, 0);
+	assert_false(portal_ring_quarantined(e.prod));
+	assert_false(portal_ring_quarantined(e.cons));
+	env_close(&e);
+}
+
+/* The geometry is copied at attach: a peer rewriting the immutable header
+ * afterwards changes nothing for an attached handle. */
+static void t_header_copied(void **state)
+{
+	const struct cfg *c = *state;
+	struct env e;
+
+	env_open(&e, c);
+	e.hdr->capacity = c->cap * 64;
+	e.hdr->slot_size = 4096;
+	e.hdr->mode = 77;
+	e.hdr->obj_size = UINT64_MAX;
+	assert_int_equal(portal_ring_capacity(e.prod), c->cap);
+	assert_int_equal(portal_ring_slot_size(e.cons), c->slot);
+	put(&e, c->cap + 1, (int)c->cap);
+	get(&e, c->cap + 1, (int)c->cap);
+	put(&e, c->cap, (int)c->cap);
+	get(&e, c->cap, (int)c->cap);
+	env_close(&e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Hostile peer                                                         */
+/* ------------------------------------------------------------------ */
+
+/* A value written over a peer index: base + add + cap_mul * capacity, where
+ * base is the index's honest value (use_base) or 0. */
+struct scribble {
+	const char *what;
+	bool use_base;
+	uint64_t add;
+	int64_t cap_mul;
+};
+
+/* Every one of these is impossible for an honest peer in the state the
+ * tests put the ring in (see t_hostile_prod_tail / t_hostile_cons_tail). */
+static const struct scribble bad_values[] = {
+	{ "backwards by one",        true,  UINT64_MAX, 0 },
+	{ "backwards to zero",       false, 0, 0 },
+	{ "backwards by 2^63",       true,  BIT63, 0 },
+	{ "one past a full ring",    true,  1, 1 },
+	{ "two rings ahead",         true,  0, 2 },
+	{ "2^40 ahead",              true,  UINT64_C(1) << 40, 0 },
+	{ "2^63",                    false, BIT63, 0 },
+	{ "UINT64_MAX",              false, UINT64_MAX, 0 },
+	{ "UINT64_MAX - capacity",   false, UINT64_MAX, -1 },
+};
+
+static uint64_t scribble_value(const struct scribble *s, uint64_t base, uint32_t cap)
+{
+	return (s->use_base ? base : 0) + s->add + (uint64_t)s->cap_mul * cap;
+}
+
+/* Every call on a quarantined handle returns -EPROTO. */
+static void assert_quarantined(portal_ring_t *r, struct env *e)
+{
+	assert_true(portal_ring_quarantined(r));
+	assert_int_equal(portal_ring_enqueue(r, e->buf), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_enqueue_burst(r, e->buf, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_enqueue_burst_sp(r, e->buf, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_enqueue_burst_mp(r, e->buf, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_dequeue(r, e->out), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_dequeue_burst(r, e->out, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_dequeue_burst_sc(r, e->out, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_dequeue_burst_mc(r, e->out, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_count(r), PORTAL_EPROTO);
+	assert_true(portal_ring_quarantined(r));
+}
+
+/* Move the ring past its first lap so that "backwards" values exist. */
+static void warm_up(struct env *e)
+{
+	for (uint32_t i = 0; i <= e->c->cap; i++) {
+		put(e, 1, 1);
+		get(e, 1, 1);
+	}
+}
+
+/*
+ * Consumer side: the ring is empty and the consumer's cache says so; the
+ * producer then writes prod_tail. Every bad value gets PORTAL_EPROTO from the
+ * next dequeue, and the consumer does not move its own indices.
+ */
+static void t_hostile_prod_tail(void **state)
+{
+	const struct cfg *c = *state;
+
+	for (size_t k = 0; k < TU_ARRAY_SIZE(bad_values); k++) {
+		const struct scribble *s = &bad_values[k];
+		struct tu_log log;
+		struct env e;
+		uint64_t base, bad, cons_tail, cons_head;
+		int rc;
+
+		env_open(&e, c);
+		warm_up(&e);
+		put(&e, c->cap / 2, (int)(c->cap / 2));
+		get(&e, c->cap, (int)(c->cap / 2));
+		base = atomic_load(&e.hdr->prod_tail);
+		bad = scribble_value(s, base, c->cap);
+		cons_tail = atomic_load(&e.hdr->cons_tail);
+		cons_head = atomic_load(&e.hdr->cons_head);
+		atomic_store(&e.hdr->prod_tail, bad);
+
+		tu_log_capture(&log);
+		rc = portal_ring_dequeue(e.cons, e.out);
+		tu_log_release();
+		if (rc != PORTAL_EPROTO)
+			fail_msg("prod_tail %s (%#llx, honest %#llx): dequeue got %d, want EPROTO",
+				 s->what, (unsigned long long)bad, (unsigned long long)base, rc);
+		assert_quarantined(e.cons, &e);
+		assert_stats(e.cons, 0, e.next_get, 0, 0, 1);
+		assert_int_equal(log.count[PORTAL_LOG_ERROR], 1);
+		assert_non_null(strstr(log.last, "quarantined"));
+		/* The consumer acknowledged nothing. */
+		assert_int_equal(atomic_load(&e.hdr->cons_tail), cons_tail);
+		assert_int_equal(atomic_load(&e.hdr->cons_head), cons_head);
+		/* The producer handle is not affected by the consumer's state. */
+		assert_false(portal_ring_quarantined(e.prod));
+		env_close(&e);
+	}
+}
+
+/* count() re-reads prod_tail too, and flags the same values. */
+static void t_hostile_prod_tail_count(void **state)
+{
+	const struct cfg *c = *state;
+
+	for (size_t k = 0; k < TU_ARRAY_SIZE(bad_values); k++) {
+		const struct scribble *s = &bad_values[k];
+		struct env e;
+		uint64_t base, bad;
+		int rc;
+
+		env_open(&e, c);
+		warm_up(&e);
+		base = atomic_load(&e.hdr->prod_tail);
+		bad = scribble_value(s, base, c->cap);
+		atomic_store(&e.hdr->prod_tail, bad);
+		rc = portal_ring_count(e.cons);
+		if (rc != PORTAL_EPROTO)
+			fail_msg("prod_tail %s (%#llx): count got %d, want EPROTO", s->what,
+				 (unsigned long long)bad, rc);
+		assert_quarantined(e.cons, &e);
+		env_close(&e);
+	}
+}
+
+/*
+ * Producer side: the ring is full and the producer's cache says so; the
+ * consumer then writes cons_tail. Every bad value gets PORTAL_EPROTO from the
+ * next enqueue, and no slot or producer index is written.
+ */
+static void t_hostile_cons_tail(void **state)
+{
+	const struct cfg *c = *state;
+
+	for (size_t k = 0; k < TU_ARRAY_SIZE(bad_values); k++) {
+		const struct scribble *s = &bad_values[k];
+		struct tu_log log;
+		struct env e;
+		uint64_t base, bad, prod_tail, prod_head;
+		uint8_t *slots_before;
+		int rc;
+
+		env_open(&e, c);
+		warm_up(&e);
+		put(&e, c->cap, (int)c->cap);
+		put(&e, 1, 0); /* the producer has now seen the real cons_tail */
+		base = atomic_load(&e.hdr->cons_tail);
+		bad = scribble_value(s, base, c->cap);
+		atomic_store(&e.hdr->cons_tail, bad);
+		prod_tail = atomic_load(&e.hdr->prod_tail);
+		prod_head = atomic_load(&e.hdr->prod_head);
+		slots_before = malloc((size_t)c->cap * c->slot);
+		assert_non_null(slots_before);
+		memcpy(slots_before, (uint8_t *)e.mem + PORTAL_RING_HDR_SIZE, (size_t)c->cap * c->slot);
+
+		tu_stamp(e.buf, c->slot, tu_tag(9, 9));
+		tu_log_capture(&log);
+		rc = portal_ring_enqueue(e.prod, e.buf);
+		tu_log_release();
+		if (rc != PORTAL_EPROTO)
+			fail_msg("cons_tail %s (%#llx, honest %#llx): enqueue got %d, want EPROTO",
+				 s->what, (unsigned long long)bad, (unsigned long long)base, rc);
+		assert_quarantined(e.prod, &e);
+		assert_stats(e.prod, e.next_put, 0, 1, 0, 1);
+		assert_int_equal(log.count[PORTAL_LOG_ERROR], 1);
+		assert_int_equal(atomic_load(&e.hdr->prod_tail), prod_tail);
+		assert_int_equal(atomic_load(&e.hdr->prod_head), prod_head);
+		assert_memory_equal(slots_before, (uint8_t *)e.mem + PORTAL_RING_HDR_SIZE,
+				    (size_t)c->cap * c->slot);
+		assert_false(portal_ring_quarantined(e.cons));
+		free(slots_before);
+		env_close(&e);
+	}
+}
+
+/*
+ * Honest but unusual index values are not flagged: a consumer a full ring
+ * behind, a producer that filled the whole ring since the consumer last
+ * looked, a consumer that drained a whole full ring since the producer last
+ * looked, and a consumer that took exactly one.
+ */
+static void t_honest_extremes(void **state)
+{
+	const struct cfg *c = *state;
+	struct env e;
+
+	env_open(&e, c);
+	warm_up(&e);
+	/* The consumer's cache is empty; the producer fills the whole ring. */
+	get(&e, 1, 0);
+	put(&e, c->cap, (int)c->cap);
+	assert_int_equal(portal_ring_count(e.cons), (int)c->cap);
+	/* The producer's cache is full; the consumer takes exactly one. */
+	put(&e, 1, 0);
+	get(&e, 1, 1);
+	put(&e, 2, 1);
+	/* The consumer drains a whole full ring in one go. */
+	get(&e, c->cap, (int)c->cap);
+	put(&e, c->cap + 1, (int)c->cap);
+	get(&e, c->cap, (int)c->cap);
+	/* And the consumer is slower: several partial rounds. */
+	for (unsigned i = 0; i < 3 * c->cap; i++) {
+		uint32_t room = c->cap - (e.next_put - e.next_get);
+
+		put(&e, 2, room < 2 ? (int)room : 2);
+		get(&e, 1, 1);
+	}
+	get(&e, 2 * c->cap, (int)(e.next_put - e.next_get));
+	assert_false(portal_ring_quarantined(e.prod));
+	assert_false(portal_ring_quarantined(e.cons));
+	env_close(&e);
+}
+
+/* A header whose shared tails disagree by more than a ring is refused at
+ * attach. */
+static void t_attach_bad_tails(void **state)
+{
+	const struct cfg *c = *state;
+	portal_ring_t *r = NULL;
+	struct env e;
+
+	env_open(&e, c);
+	atomic_store(&e.hdr->prod_tail, atomic_load(&e.hdr->cons_tail) + c->cap + 1);
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_CONSUMER, &r), PORTAL_EPROTO);
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_PRODUCER, &r), PORTAL_EPROTO);
+	atomic_store(&e.hdr->prod_tail, 5);
+	atomic_store(&e.hdr->cons_tail, 6); /* consumer ahead of producer */
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_CONSUMER, &r), PORTAL_EPROTO);
+	/* Exactly full, as an idle honest ring would look: fine. */
+	atomic_store(&e.hdr->prod_head, 5 + c->cap);
+	atomic_store(&e.hdr->prod_tail, 5 + c->cap);
+	atomic_store(&e.hdr->cons_head, 5);
+	atomic_store(&e.hdr->cons_tail, 5);
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_CONSUMER, &r), 0);
+	assert_int_equal(portal_ring_count(r), (int)c->cap);
+	portal_ring_detach(r);
+	env_close(&e);
+}
+
+/*
+ * MP/MC rings: a side's own shared head (prod_head for producers, cons_head
+ * for MPMC consumers) is also in shared memory, where any process of the
+ * trust domain (or a producer killed between its claim and its publish) can
+ * leave a wrong value. ring.h promises "no call spins forever", so each call
+ * runs in a child under alarm(): it must return, and the impossible values
+ * (behind the tail, near 2^64) must give PORTAL_EPROTO.
+ */
+struct head_case {
+	const char *what;
+	bool cons;             /* scribble cons_head (else prod_head) */
+	int64_t delta;         /* from the honest value */
+	bool must_eproto;
+};
+
+static const struct head_case head_cases[] = {
+	{ "prod_head behind prod_tail",   false, -1, true },
+	{ "prod_head 2^63 away",          false, INT64_MIN, true },
+	{ "prod_head one ahead (claim never published)", false, 1, false },
+	{ "cons_head behind cons_tail",   true, -1, true },
+	{ "cons_head 2^63 away",          true, INT64_MIN, true },
+	{ "cons_head one ahead (claim never published)", true, 1, false },
+};
+
+struct head_child {
+	const struct cfg *c;
+	const struct head_case *h;
+};
+
+static int head_child_fn(void *arg)
+{
+	struct head_child *hc = arg;
+	const struct cfg *c = hc->c;
+	struct portal_ring_params p = { .mode = c->mode, .slot_size = c->slot, .capacity = c->cap };
+	size_t len = portal_ring_memsize(&p);
+	struct portal_ring_hdr *h = tu_mem_alloc(len);
+	portal_ring_t *prod, *cons;
+	uint8_t el[256] = { 0 };
+	int rc;
+
+	if (!h || portal_ring_init(h, len, &p) ||
+	    portal_ring_attach(h, len, PORTAL_ROLE_PRODUCER, &prod) ||
+	    portal_ring_attach(h, len, PORTAL_ROLE_CONSUMER, &cons))
+		return 100;
+	/* Some traffic, two elements left in the ring. */
+	for (int i = 0; i < 5; i++)
+		if (portal_ring_enqueue(prod, el) || (i < 3 && portal_ring_dequeue(cons, el)))
+			return 101;
+	if (hc->h->cons) {
+		atomic_store(&h->cons_head, atomic_load(&h->cons_head) + (uint64_t)hc->h->delta);
+		rc = portal_ring_dequeue(cons, el);
+		if (rc == 0)
+			rc = portal_ring_dequeue(cons, el);
+	} else {
+		atomic_store(&h->prod_head, atomic_load(&h->prod_head) + (uint64_t)hc->h->delta);
+		rc = portal_ring_enqueue(prod, el);
+	}
+	return rc == PORTAL_EPROTO ? 1 : rc == 0 ? 2 : rc == -EAGAIN ? 3 : 4;
+}
+
+static void t_hostile_own_head(void **state)
+{
+	const struct cfg *c = *state;
+	struct head_child kids[TU_ARRAY_SIZE(head_cases)];
+	pid_t pids[TU_ARRAY_SIZE(head_cases)];
+	int res[TU_ARRAY_SIZE(head_cases)];
+	char report[1024] = "";
+	bool bad = false;
+	size_t n = 0;
+
+	/* Run them side by side: each may burn its whole time limit. */
+	for (size_t i = 0; i < TU_ARRAY_SIZE(head_cases); i++) {
+		if (head_cases[i].cons && c->mode != PORTAL_RING_MPMC)
+			continue; /* single consumers never read cons_head */
+		kids[n] = (struct head_child){ c, &head_cases[i] };
+		pids[n] = tu_spawn_bounded(head_child_fn, &kids[n], 1);
+		assert_true(pids[n] > 0);
+		n++;
+	}
+	for (size_t i = 0; i < n; i++)
+		res[i] = tu_wait_bounded(pids[i]);
+	for (size_t i = 0; i < n; i++) {
+		const char *why = NULL;
+
+		if (res[i] == TU_CHILD_TIMEOUT)
+			why = "call never returned (spins in publish_in_order)";
+		else if (res[i] >= 100)
+			why = "setup failed or crashed";
+		else if (kids[i].h->must_eproto && res[i] != 1)
+			why = "returned, but not PORTAL_EPROTO";
+		if (why) {
+			bad = true;
+			snprintf(report + strlen(report), sizeof(report) - strlen(report),
+				 "\n  %s: %s (child result %d)", kids[i].h->what, why, res[i]);
+		}
+	}
+	if (bad)
+		fail_msg("own-head scribbles on %s:%s", mode_name(c->mode), report);
+}
+
+/* ------------------------------------------------------------------ */
+/* Parameters, init and attach                                         */
+/* ------------------------------------------------------------------ */
+
+static void t_params(void **state)
+{
+	static const struct {
+		uint32_t mode, slot, cap, flags;
+		size_t want;
+	} cases[] = {
+		{ PORTAL_RING_SPSC, 8, 2, 0, PORTAL_RING_HDR_SIZE + 16 },
+		{ PORTAL_RING_MPSC, 256, 4, 0, PORTAL_RING_HDR_SIZE + 1024 },
+		{ PORTAL_RING_MPMC, 64, 1024, 0, PORTAL_RING_HDR_SIZE + 65536 },
+		{ PORTAL_RING_SPSC, 8, 1u << 30, 0, PORTAL_RING_HDR_SIZE + ((size_t)8 << 30) },
+		{ 0, 8, 16, 0, 0 },                     /* mode */
+		{ 4, 8, 16, 0, 0 },
+		{ PORTAL_RING_SPSC, 4, 16, 0, 0 },      /* slot size */
+		{ PORTAL_RING_SPSC, 512, 16, 0, 0 },
+		{ PORTAL_RING_SPSC, 24, 16, 0, 0 },
+		{ PORTAL_RING_SPSC, 0, 16, 0, 0 },
+		{ PORTAL_RING_SPSC, 8, 1, 0, 0 },       /* capacity */
+		{ PORTAL_RING_SPSC, 8, 0, 0, 0 },
+		{ PORTAL_RING_SPSC, 8, 3, 0, 0 },
+		{ PORTAL_RING_SPSC, 8, 100, 0, 0 },
+		{ PORTAL_RING_SPSC, 8, 1u << 31, 0, 0 },
+		{ PORTAL_RING_SPSC, 8, 16, 1, 0 },      /* flags */
+		{ PORTAL_RING_SPSC, 8, 16, 0x80000000u, 0 },
+	};
+
+	(void)state;
+	assert_int_equal(portal_ring_memsize(NULL), 0);
+	for (size_t i = 0; i < TU_ARRAY_SIZE(cases); i++) {
+		struct portal_ring_params p = { cases[i].mode, cases[i].slot, cases[i].cap,
+						cases[i].flags };
+		size_t got = portal_ring_memsize(&p);
+
+		if (got != cases[i].want)
+			fail_msg("memsize(mode %u slot %u cap %u flags %#x) = %zu, want %zu",
+				 p.mode, p.slot_size, p.capacity, p.flags, got, cases[i].want);
+		if (cases[i].want == 0) {
+			uint8_t *m = tu_mem_alloc(8192);
+
+			assert_int_equal(portal_ring_init(m, 8192, &p), -EINVAL);
+			free(m);
+		}
+	}
+}
+
+static void t_init_attach_errors(void **state)
+{
+	struct portal_ring_params p = { PORTAL_RING_SPSC, 16, 8, 0 };
+	size_t need = portal_ring_memsize(&p);
+	uint8_t *m = tu_mem_alloc(need + 128);
+	portal_ring_t *r = NULL;
+
+	(void)state;
+	assert_non_null(m);
+	assert_int_equal(portal_ring_init(NULL, need, &p), -EINVAL);
+	assert_int_equal(portal_ring_init(m, need, NULL), -EINVAL);
+	assert_int_equal(portal_ring_init(m, need - 1, &p), -EINVAL);
+	assert_int_equal(portal_ring_init(m, 0, &p), -EINVAL);
+	assert_int_equal(portal_ring_init(m + 8, need, &p), -EINVAL);
+	assert_int_equal(portal_ring_init(m + 32, need, &p), -EINVAL);
+	assert_int_equal(portal_ring_init(m + 64, need, &p), 0); /* aligned, room to spare */
+	assert_int_equal(portal_ring_init(m, need + 128, &p), 0);
+
+	assert_int_equal(portal_ring_attach(NULL, need, PORTAL_ROLE_PRODUCER, &r), -EINVAL);
+	assert_int_equal(portal_ring_attach(m, need, PORTAL_ROLE_PRODUCER, NULL), -EINVAL);
+	assert_int_equal(portal_ring_attach(m, need, 0, &r), -EINVAL);
+	assert_int_equal(portal_ring_attach(m, need, 3, &r), -EINVAL);
+	assert_int_equal(portal_ring_attach(m + 8, need, PORTAL_ROLE_PRODUCER, &r), -EINVAL);
+	assert_int_equal(portal_ring_attach(m, PORTAL_RING_HDR_SIZE - 1, PORTAL_ROLE_PRODUCER, &r),
+			 PORTAL_EPROTO);
+	assert_int_equal(portal_ring_attach(m, need - 1, PORTAL_ROLE_PRODUCER, &r), PORTAL_EPROTO);
+	assert_null(r);
+	assert_int_equal(portal_ring_attach(m, need, PORTAL_ROLE_PRODUCER, &r), 0);
+	assert_non_null(r);
+	portal_ring_detach(r);
+	portal_ring_detach(NULL);
+	free(m);
+}
+
+/* Each corrupted immutable header field makes attach return PORTAL_EPROTO. */
+struct hdr_case {
+	const char *what;
+	size_t field_off, field_size;
+	uint64_t value;
+	size_t len_delta; /* subtracted from the attach length */
+};
+
+#define HF(f) offsetof(struct portal_ring_hdr, f), sizeof(((struct portal_ring_hdr *)0)->f)
+
+static const struct hdr_case hdr_cases[] = {
+	{ "magic",                 HF(magic), 0x474E5251, 0 },
+	{ "magic zero",            HF(magic), 0, 0 },
+	{ "version 0",             HF(version), 0, 0 },
+	{ "version 2",             HF(version), 2, 0 },
+	{ "mode 0",                HF(mode), 0, 0 },
+	{ "mode 4",                HF(mode), 4, 0 },
+	{ "slot size 4",           HF(slot_size), 4, 0 },
+	{ "slot size 512",         HF(slot_size), 512, 0 },
+	{ "slot size 48",          HF(slot_size), 48, 0 },
+	{ "slot size doubled",     HF(slot_size), 64, 0 },
+	{ "capacity 0",            HF(capacity), 0, 0 },
+	{ "capacity 1",            HF(capacity), 1, 0 },
+	{ "capacity 24",           HF(capacity), 24, 0 },
+	{ "capacity doubled",      HF(capacity), 32, 0 },
+	{ "capacity 2^31",         HF(capacity), UINT64_C(1) << 31, 0 },
+	{ "obj_size + 1",          HF(obj_size), PORTAL_RING_HDR_SIZE + 16 * 32 + 1, 0 },
+	{ "obj_size - 64",         HF(obj_size), PORTAL_RING_HDR_SIZE + 16 * 32 - 64, 0 },
+	{ "obj_size huge",         HF(obj_size), UINT64_MAX, 0 },
+	{ "obj_size > len",        HF(magic), PORTAL_RING_MAGIC, 1 },
+	{ "len < header",          HF(magic), PORTAL_RING_MAGIC, 16 * 32 + 1 },
+};
+
+static void t_attach_corrupt_fields(void **state)
+{
+	struct portal_ring_params p = { PORTAL_RING_MPMC, 32, 16, 0 };
+	size_t need = portal_ring_memsize(&p);
+	uint8_t *m = tu_mem_alloc(need);
+
+	(void)state;
+	assert_non_null(m);
+	for (size_t i = 0; i < TU_ARRAY_SIZE(hdr_cases); i++) {
+		const struct hdr_case *hc = &hdr_cases[i];
+		portal_ring_t *r = NULL;
+		int rc;
+
+		assert_int_equal(portal_ring_init(m, need, &p), 0);
+		memcpy(m + hc->field_off, &hc->value, hc->field_size);
+		for (int role = PORTAL_ROLE_PRODUCER; role <= PORTAL_ROLE_CONSUMER; role++) {
+			rc = portal_ring_attach(m, need - hc->len_delta, role, &r);
+			if (rc != PORTAL_EPROTO)
+				fail_msg("header %s, role %d: attach got %d, want EPROTO", hc->what,
+					 role, rc);
+			assert_null(r);
+		}
+	}
+	free(m);
+}
+
+/* ------------------------------------------------------------------ */
+/* Rings placed in a region                                             */
+/* ------------------------------------------------------------------ */
+
+static void t_region_glue(void **state)
+{
+	struct portal_region_opts o = { .size = 1 << 20 };
+	struct portal_ring_params ps[3] = {
+		{ PORTAL_RING_SPSC, 16, 64, 0 },
+		{ PORTAL_RING_MPSC, 64, 16, 0 },
+		{ PORTAL_RING_MPMC, 256, 8, 0 },
+	};
+	struct portal_ring_params badp = { PORTAL_RING_SPSC, 12, 64, 0 };
+	portal_region_t *reg, *peer;
+	struct portal_object_info info;
+	char uri[96], fduri[32], name[64];
+	uint8_t el[256], out[256];
+	uint64_t tag;
+
+	(void)state;
+	snprintf(uri, sizeof(uri), "memfd:%s", tu_unique_name(name, sizeof(name), "rg"));
+	assert_int_equal(portal_region_create(uri, &o, &reg), 0);
+	snprintf(fduri, sizeof(fduri), "fd:%d", portal_region_fd(reg));
+	assert_int_equal(portal_region_attach(fduri, NULL, &peer), 0);
+
+	for (int i = 0; i < 3; i++) {
+		portal_ring_t *prod, *cons;
+
+		snprintf(name, sizeof(name), "q%d", i);
+		assert_int_equal(portal_ring_create(reg, name, &ps[i], 0), 0);
+		assert_int_equal(portal_ring_create(reg, name, &ps[i], 0), -EEXIST);
+		assert_int_equal(portal_region_lookup(peer, name, PORTAL_OBJ_RING, &info), 0);
+		assert_int_equal(info.size, portal_ring_memsize(&ps[i]));
+		assert_int_equal(info.param[0], ps[i].mode);
+		assert_int_equal(info.param[1], ps[i].slot_size);
+		assert_int_equal(info.param[2], ps[i].capacity);
+		/* Producer through the creator's mapping, consumer through the peer's. */
+		assert_int_equal(portal_ring_open(reg, name, PORTAL_ROLE_PRODUCER, &prod), 0);
+		assert_int_equal(portal_ring_open(peer, name, PORTAL_ROLE_CONSUMER, &cons), 0);
+		for (uint32_t s = 0; s < 3 * ps[i].capacity; s++) {
+			tu_stamp(el, ps[i].slot_size, tu_tag(7, s));
+			assert_int_equal(portal_ring_enqueue(prod, el), 0);
+			assert_int_equal(portal_ring_dequeue(cons, out), 0);
+			assert_true(tu_check(out, ps[i].slot_size, &tag));
+			assert_int_equal(tag, tu_tag(7, s));
+		}
+		portal_ring_detach(prod);
+		portal_ring_detach(cons);
+	}
+	assert_int_equal(portal_ring_create(reg, "bad", &badp, 0), -EINVAL);
+	assert_int_equal(portal_ring_create(reg, "bad", NULL, 0), -EINVAL);
+	assert_int_equal(portal_ring_create(peer, "q9", &ps[0], 0), -EPERM);
+	{
+		portal_ring_t *r = NULL;
+
+		assert_int_equal(portal_ring_open(peer, "nope", PORTAL_ROLE_CONSUMER, &r), -ENOENT);
+		/* A user object is not a ring. */
+		assert_int_equal(portal_region_alloc(reg, "user", PORTAL_OBJ_USER, 4096, 0, 0, NULL,
+						     &info), 0);
+		assert_int_equal(portal_ring_open(peer, "user", PORTAL_ROLE_CONSUMER, &r), -ENOENT);
+		/* A ring whose header a peer corrupted is refused at open. */
+		assert_int_equal(portal_region_lookup(peer, "q1", PORTAL_OBJ_RING, &info), 0);
+		((struct portal_ring_hdr *)info.addr)->capacity = 1u << 20;
+		assert_int_equal(portal_ring_open(peer, "q1", PORTAL_ROLE_CONSUMER, &r), PORTAL_EPROTO);
+		assert_null(r);
+	}
+	portal_region_detach(peer);
+	portal_region_detach(reg);
+}
+
+/* ------------------------------------------------------------------ */
+/* Multi-threaded: per-producer order, no loss, no duplicate            */
+/* ------------------------------------------------------------------ */
+
+struct mt {
+	struct cfg c;
+	unsigned producers, consumers;
+	uint32_t per_producer;
+	void *mem;
+	size_t len;
+	_Atomic uint64_t *seen;     /* producers * words bits */
+	size_t words;
+	atomic_uint_fast64_t consumed;
+	struct tu_err err;
+	uint64_t enq_total, deq_total;
+	pthread_mutex_t lock;
+};
+
+struct mt_arg {
+	struct mt *m;
+	unsigned id;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void *mt_producer(void *arg)
+{
+	struct mt_arg *a = arg;
+	struct mt *m = a->m;
+	uint32_t slot = m->c.slot;
+	uint8_t *buf = malloc((size_t)8 * slot);
+	portal_ring_t *r;
+	struct portal_ring_stats st;
+	uint32_t seq = 0;
+	double last = now_s();
+	unsigned idle = 0;
+
+	if (!buf || portal_ring_attach(m->mem, m->len, PORTAL_ROLE_PRODUCER, &r)) {
+		tu_err_set(&m->err, "producer %u: attach failed", a->id);
+		free(buf);
+		return NULL;
+	}
+	while (seq < m->per_producer && !tu_err_any(&m->err)) {
+		unsigned n = 1 + (seq * 7u + a->id) % 8;
+		int rc;
+
+		if (n > m->per_producer - seq)
+			n = m->per_producer - seq;
+		for (unsigned i = 0; i < n; i++)
+			tu_stamp(buf + (size_t)i * slot, slot, tu_tag(a->id, seq + i));
+		rc = portal_ring_enqueue_burst(r, buf, n);
+		if (rc < 0) {
+			tu_err_set(&m->err, "producer %u: enqueue got %d", a->id, rc);
+			break;
+		}
+		if (rc == 0) {
+			if (++idle % 1024 == 0 && now_s() - last > 10) {
+				tu_err_set(&m->err, "producer %u: no room for 10 s", a->id);
+				break;
+			}
+			sched_yield();
+			continue;
+		}
+		seq += (uint32_t)rc;
+		last = now_s();
+	}
+	portal_ring_stats(r, &st);
+	if (st.enqueued != seq || st.proto_errors)
+		tu_err_set(&m->err, "producer %u: stats enqueued %llu, sent %u, proto %llu", a->id,
+			   (unsigned long long)st.enqueued, seq, (unsigned long long)st.proto_errors);
+	pthread_mutex_lock(&m->lock);
+	m->enq_total += st.enqueued;
+	pthread_mutex_unlock(&m->lock);
+	portal_ring_detach(r);
+	free(buf);
+	return NULL;
+}
+
+static void *mt_consumer(void *arg)
+{
+	struct mt_arg *a = arg;
+	struct mt *m = a->m;
+	uint32_t slot = m->c.slot;
+	uint64_t total = (uint64_t)m->producers * m->per_producer;
+	uint8_t *buf = malloc((size_t)16 * slot);
+	int64_t last_seq[8];
+	portal_ring_t *r;
+	struct portal_ring_stats st;
+	double last = now_s();
+	unsigned idle = 0;
+
+	for (int i = 0; i < 8; i++)
+		last_seq[i] = -1;
+	if (!buf || portal_ring_attach(m->mem, m->len, PORTAL_ROLE_CONSUMER, &r)) {
+		tu_err_set(&m->err, "consumer %u: attach failed", a->id);
+		free(buf);
+		return NULL;
+	}
+	while (atomic_load(&m->consumed) < total && !tu_err_any(&m->err)) {
+		unsigned n = 1 + (unsigned)(atomic_load(&m->consumed) % 16);
+		int rc = portal_ring_dequeue_burst(r, buf, n);
+
+		if (rc < 0) {
+			tu_err_set(&m->err, "consumer %u: dequeue got %d", a->id, rc);
+			break;
+		}
+		if (rc == 0) {
+			if (++idle % 1024 == 0 && now_s() - last > 10) {
+				tu_err_set(&m->err, "consumer %u: nothing for 10 s", a->id);
+				break;
+			}
+			sched_yield();
+			continue;
+		}
+		for (int i = 0; i < rc; i++) {
+			uint64_t tag;
+			uint32_t who, seq;
+
+			if (!tu_check(buf + (size_t)i * slot, slot, &tag)) {
+				tu_err_set(&m->err, "consumer %u: bad checksum", a->id);
+				break;
+			}
+			who = (uint32_t)(tag >> 32);
+			seq = (uint32_t)tag;
+			if (who >= m->producers || seq >= m->per_producer) {
+				tu_err_set(&m->err, "consumer %u: tag %#llx out of range", a->id,
+					   (unsigned long long)tag);
+				break;
+			}
+			/* One consumer sees each producer's elements in order. */
+			if ((int64_t)seq <= last_seq[who]) {
+				tu_err_set(&m->err, "consumer %u: producer %u seq %u after %lld", a->id,
+					   who, seq, (long long)last_seq[who]);
+				break;
+			}
+			last_seq[who] = seq;
+			if (atomic_fetch_or(&m->seen[who * m->words + seq / 64], UINT64_C(1) << (seq % 64)) &
+			    (UINT64_C(1) << (seq % 64))) {
+				tu_err_set(&m->err, "consumer %u: producer %u seq %u twice", a->id, who,
+					   seq);
+				break;
+			}
+		}
+		atomic_fetch_add(&m->consumed, (uint64_t)rc);
+		last = now_s();
+	}
+	portal_ring_stats(r, &st);
+	if (st.proto_errors)
+		tu_err_set(&m->err, "consumer %u: %llu protocol errors", a->id,
+			   (unsigned long long)st.proto_errors);
+	pthread_mutex_lock(&m->lock);
+	m->deq_total += st.dequeued;
+	pthread_mutex_unlock(&m->lock);
+	portal_ring_detach(r);
+	free(buf);
+	return NULL;
+}
+
+struct mt_cfg {
+	struct cfg c;
+	unsigned producers, consumers;
+	uint32_t per_producer;
+};
+
+static void t_mt(void **state)
+{
+	const struct mt_cfg *mc = *state;
+	struct portal_ring_params p = { mc->c.mode, mc->c.slot, mc->c.cap, 0 };
+	pthread_t th[8];
+	struct mt_arg args[8];
+	unsigned nth = 0;
+	struct mt *m = calloc(1, sizeof(*m));
+
+	assert_non_null(m);
+	m->c = mc->c;
+	m->producers = mc->producers;
+	m->consumers = mc->consumers;
+	m->per_producer = mc->per_producer;
+	m->len = portal_ring_memsize(&p);
+	m->mem = tu_mem_alloc(m->len);
+	m->words = (m->per_producer + 63) / 64;
+	m->seen = calloc(m->producers * m->words, sizeof(*m->seen));
+	pthread_mutex_init(&m->lock, NULL);
+	assert_non_null(m->mem);
+	assert_non_null(m->seen);
+	assert_int_equal(portal_ring_init(m->mem, m->len, &p), 0);
+
+	for (unsigned i = 0; i < m->consumers; i++, nth++) {
+		args[nth] = (struct mt_arg){ m, i };
+		assert_int_equal(pthread_create(&th[nth], NULL, mt_consumer, &args[nth]), 0);
+	}
+	for (unsigned i = 0; i < m->producers; i++, nth++) {
+		args[nth] = (struct mt_arg){ m, i };
+		assert_int_equal(pthread_create(&th[nth], NULL, mt_producer, &args[nth]), 0);
+	}
+	for (unsigned i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	tu_assert_no_err(&m->err);
+
+	/* Nothing lost: every (producer, seq) bit is set. */
+	for (unsigned w = 0; w < m->producers; w++)
+		for (uint32_t s = 0; s < m->per_producer; s++)
+			if (!(atomic_load(&m->seen[w * m->words + s / 64]) & (UINT64_C(1) << (s % 64))))
+				fail_msg("producer %u seq %u never arrived", w, s);
+	assert_int_equal(m->enq_total, (uint64_t)m->producers * m->per_producer);
+	assert_int_equal(m->deq_total, m->enq_total);
+	assert_int_equal(atomic_load(&((struct portal_ring_hdr *)m->mem)->prod_tail), m->enq_total);
+	assert_int_equal(atomic_load(&((struct portal_ring_hdr *)m->mem)->cons_tail), m->enq_total);
+	pthread_mutex_destroy(&m->lock);
+	free(m->seen);
+	free(m->mem);
+	free(m);
+}
+
+static struct mt_cfg mt_cfgs[] = {
+	{ { PORTAL_RING_SPSC, 16, 64 }, 1, 1, 200000 },
+	{ { PORTAL_RING_SPSC, 256, 2 }, 1, 1, 20000 },
+	{ { PORTAL_RING_MPSC, 8, 64 }, 3, 1, 70000 },
+	{ { PORTAL_RING_MPSC, 128, 8 }, 2, 1, 30000 },
+	{ { PORTAL_RING_MPMC, 8, 64 }, 2, 2, 100000 },
+	{ { PORTAL_RING_MPMC, 64, 4 }, 2, 2, 30000 },
+};
+
+/* ------------------------------------------------------------------ */
+
+int main(void)
+{
+	static const struct {
+		const char *name;
+		CMUnitTestFunction fn;
+	} per_cfg[] = {
+		{ "fifo", t_fifo },
+		{ "burst", t_burst },
+		{ "wrap", t_wrap },
+		{ "u64_wrap", t_u64_wrap },
+		{ "roles", t_roles },
+		{ "header_copied", t_header_copied },
+		{ "hostile_prod_tail", t_hostile_prod_tail },
+		{ "hostile_prod_tail_count", t_hostile_prod_tail_count },
+		{ "hostile_cons_tail", t_hostile_cons_tail },
+		{ "honest_extremes", t_honest_extremes },
+		{ "attach_bad_tails", t_attach_bad_tails },
+	};
+	struct tu_suite s = { 0 };
+	size_t n = 0;
+
+	for (size_t m = 0; m < TU_ARRAY_SIZE(modes); m++)
+		for (size_t sl = 0; sl < TU_ARRAY_SIZE(slots); sl++)
+			for (size_t c = 0; c < TU_ARRAY_SIZE(caps); c++)
+				cfgs[n++] = (struct cfg){ modes[m], slots[sl], caps[c] };
+	tu_suite_add(&s, t_params, NULL, "params");
+	tu_suite_add(&s, t_init_attach_errors, NULL, "init_attach_errors");
+	tu_suite_add(&s, t_attach_corrupt_fields, NULL, "attach_corrupt_header");
+	for (size_t t = 0; t < TU_ARRAY_SIZE(per_cfg); t++)
+		for (size_t i = 0; i < n; i++)
+			tu_suite_add(&s, per_cfg[t].fn, &cfgs[i], "%s/%s/s%u/c%u", per_cfg[t].name,
+				     mode_name(cfgs[i].mode), cfgs[i].slot, cfgs[i].cap);
+	/* Own-head scribbles: one configuration per multi-writer mode. */
+	for (size_t i = 0; i < n; i++)
+		if (cfgs[i].mode != PORTAL_RING_SPSC && cfgs[i].slot == 16 && cfgs[i].cap == 16)
+			tu_suite_add(&s, t_hostile_own_head, &cfgs[i], "hostile_own_head/%s/s16/c16",
+				     mode_name(cfgs[i].mode));
+	tu_suite_add(&s, t_region_glue, NULL, "region_glue");
+	for (size_t i = 0; i < TU_ARRAY_SIZE(mt_cfgs); i++)
+		tu_suite_add(&s, t_mt, &mt_cfgs[i], "mt/%s/s%u/c%u/%uP%uC",
+			     mode_name(mt_cfgs[i].c.mode), mt_cfgs[i].c.slot, mt_cfgs[i].c.cap,
+			     mt_cfgs[i].producers, mt_cfgs[i].consumers);
+	return tu_suite_run(&s, "portal.ring");
+}

@@ -132,6 +132,20 @@ PORTAL_API int portal_region_alloc(portal_region_t *r, const char *name, uint32_
 				   uint64_t size, uint64_t align, uint32_t owner_side,
 				   const uint64_t param[6], struct portal_object_info *info);
 
+/* Lays out an object in freshly zeroed memory; returns 0 or a negative errno. */
+typedef int (*portal_object_init_fn)(void *mem, size_t len, void *arg);
+
+/*
+ * As portal_region_alloc, but INIT(mem, size, arg) runs on the zeroed object
+ * before its entry is published, so no peer can find a half-built object.
+ * An INIT failure is returned and the object is not published (its space is
+ * not reused). INIT may be NULL.
+ */
+PORTAL_API int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind,
+					uint64_t size, uint64_t align, uint32_t owner_side,
+					const uint64_t param[6], portal_object_init_fn init,
+					void *arg, struct portal_object_info *info);
+
 /*
  * Find NAME in the directory (kind 0 matches any kind). The entry is copied
  * and re-validated: checksum, bounds, kind.

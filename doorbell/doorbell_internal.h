@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * doorbell_internal.h - the handle and the backend ops table.
+ *
+ * doorbell.c runs the protocol (spin, arm, fence, re-check, disarm) that is
+ * the same for every backend; a backend only knows how to wake the waiter,
+ * how the waiter sleeps, and how to give it an fd. One file per backend:
+ * futex.c, eventfd.c (ivshmem and stream come later the same way).
+ */
+#ifndef PORTAL_DOORBELL_INTERNAL_H
+#define PORTAL_DOORBELL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "common/atomic_internal.h"
+#include "common/log_internal.h"
+#include "portal/doorbell.h"
+
+/* Deadline value meaning "no deadline" (wait forever). */
+#define PORTAL_DB_NO_DEADLINE INT64_MAX
+
+struct portal_doorbell;
+
+struct portal_doorbell_ops {
+	const char *name;
+	/* Set up backend state in the handle (role and shm already set).
+	 * Returns 0 or a negative errno. */
+	int (*attach)(struct portal_doorbell *d, const struct portal_doorbell_opts *o);
+	/* Tear it down; must stop anything that still touches d->shm. */
+	void (*detach)(struct portal_doorbell *d);
+	/* Notifier: wake the waiter. wake_seq has been bumped already.
+	 * Returns 0 or a negative errno. */
+	int (*ring)(struct portal_doorbell *d);
+	/* Waiter: sleep until rung, or until wake_seq != SEQ, or until
+	 * DEADLINE_NS (CLOCK_MONOTONIC, or PORTAL_DB_NO_DEADLINE). Returns 0
+	 * (woken, perhaps spuriously), -ETIMEDOUT, -EINTR, or a negative
+	 * errno. Consumes whatever made it wake. */
+	int (*sleep)(struct portal_doorbell *d, uint32_t seq, int64_t deadline_ns);
+	/* Waiter: the pollable fd, created on first use. >= 0 or -errno. */
+	int (*fd)(struct portal_doorbell *d);
+	/* Waiter: consume the fd's readiness, if fd() was ever called.
+	 * Returns 0 or a negative errno. */
+	int (*drain)(struct portal_doorbell *d);
+};
+
+extern const struct portal_doorbell_ops portal_doorbell_futex_ops;
+extern const struct portal_doorbell_ops portal_doorbell_eventfd_ops;
+
+struct portal_doorbell {
+	struct portal_doorbell_shm *shm;
+	const struct portal_doorbell_ops *ops;
+	/* Copied from the header at attach, never re-read from shm. */
+	uint32_t backend;
+	uint32_t role;               /* enum portal_doorbell_role */
+	int64_t spin_ns;             /* <= 0: no spin phase */
+
+	/* eventfd backend: our dup of the shared eventfd. futex backend: the
+	 * private eventfd the helper thread writes. -1 when none. */
+	int efd;
+	bool efd_nonblock;           /* O_NONBLOCK is set on efd */
+
+	/* futex backend, fd path: the helper thread. */
+	struct {
+		bool started;
+		pthread_t tid;
+		uint32_t start_seq;  /* wake_seq when the helper was started */
+		_Atomic int stop;    /* set by detach; the helper exits */
+		_Atomic uint32_t exited; /* set by the helper as it leaves
+		                          * (a private futex word) */
+	} watch;
+
+	struct portal_doorbell_stats st;
+};
+
+/* Monotonic clock in nanoseconds. */
+int64_t portal_db_now_ns(void);
+
+/* Consume an eventfd's count without blocking (poll first if the fd is
+ * blocking). Returns 0 or a negative errno. */
+int portal_db_eventfd_drain(int fd, bool nonblock);
+
+/* Turn an absolute CLOCK_MONOTONIC deadline into a relative timespec
+ * (zero if already past). */
+void portal_db_remaining(int64_t deadline_ns, struct timespec *ts);
+
+#endif /* PORTAL_DOORBELL_INTERNAL_H */
