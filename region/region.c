@@ -35,6 +35,7 @@ struct portal_region {
 	uint32_t data_offset;
 	uint32_t side;          /* our participant slot; UINT32_MAX: none */
 	uint64_t alloc_top;     /* creator: next free byte */
+	uint32_t dir_used;      /* creator: entries written (authoritative) */
 	int fd;                 /* -1 when attached from memory */
 	bool mapped;            /* we own the mapping */
 	bool creator;
@@ -162,9 +163,11 @@ static int check_header(const uint8_t *base, uint64_t len, portal_region_t *r)
 
 	if (len < PORTAL_REGION_HEADER_SIZE)
 		return PORTAL_ESIZE;
-	memcpy(&h, base, sizeof(h));
+	/* A1: dir_count, then the header and entries it covers; pairs with
+	 * R0 in format_region and R1 in alloc. */
 	count = atomic_load_explicit(&((const struct portal_region_hdr *)base)->dir_count,
-				     memory_order_acquire); /* A1: pairs with R1 in alloc */
+				     memory_order_acquire);
+	memcpy(&h, base, sizeof(h));
 	if (h.magic != PORTAL_REGION_MAGIC)
 		return PORTAL_EMAGIC;
 	if (h.version_major != PORTAL_REGION_VERSION_MAJOR)
@@ -212,10 +215,15 @@ static int claim_slot(portal_region_t *r, uint32_t side, const char *ident)
 	struct portal_participant *p = part_of(r, side);
 	uint32_t state;
 
-	/* Relaxed: the slot's owner is us or a dead/departed process; we only
-	 * need its pid, and the release below republishes everything. */
-	state = atomic_load_explicit(&p->state, memory_order_relaxed);
-	if (state == PORTAL_PART_ACTIVE && pid_alive(p->pid) && p->pid != (uint64_t)getpid())
+	/* P2 (acquire): the previous owner's fields, to judge its pid. */
+	state = atomic_load_explicit(&p->state, memory_order_acquire);
+	if (state == PORTAL_PART_JOINING ||
+	    (state == PORTAL_PART_ACTIVE && pid_alive(p->pid) && p->pid != (uint64_t)getpid()))
+		return -EBUSY;
+	/* C0: one claimant wins the slot; a racing attacher sees JOINING or
+	 * loses the CAS. Relaxed on failure: we give up. */
+	if (!atomic_compare_exchange_strong_explicit(&p->state, &state, PORTAL_PART_JOINING,
+						     memory_order_acquire, memory_order_relaxed))
 		return -EBUSY;
 	p->kind = PORTAL_PART_PROCESS;
 	p->pid = (uint64_t)getpid();
@@ -539,7 +547,7 @@ int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind
 		return -EINVAL;
 	if (portal_region_lookup(r, name, 0, &tmp) != -ENOENT)
 		return -EEXIST;
-	n = dir_count(r);
+	n = r->dir_used; /* ours, not the shared count a peer could lower */
 	if (n >= r->dir_capacity)
 		return -ENOSPC;
 	off = align_up(r->alloc_top, align);
@@ -564,6 +572,7 @@ int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind
 			      memory_order_relaxed); /* informative only */
 	/* R1: object zeroed and built, entry written, then the count; pairs
 	 * with A1. */
+	r->dir_used = n + 1;
 	atomic_store_explicit(&hdr_of(r)->dir_count, n + 1, memory_order_release);
 	if (info)
 		fill_info(r, e, info);

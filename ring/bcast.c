@@ -135,8 +135,15 @@ int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
 			return -EBUSY;
 		}
 		atomic_store_explicit(&s->cursor, b->pos, memory_order_relaxed);
-		/* S1: cursor, then active; pairs with S2 in the producer's scan. */
-		atomic_store_explicit(&s->active, 1, memory_order_release);
+		/* S1: cursor, then active; pairs with S2 in the producer's scan.
+		 * Then (Dekker with S3) re-read prod_tail: a scan that missed
+		 * our active flag ran before this read, so the producer's
+		 * cached minimum is at most where we now start. */
+		atomic_store_explicit(&s->active, 1, memory_order_seq_cst);
+		b->pos = atomic_load_explicit(&b->hdr->prod_tail, memory_order_seq_cst);
+		b->peer = b->pos;
+		/* Release: our starting cursor; pairs with A2 in the scan. */
+		atomic_store_explicit(&s->cursor, b->pos, memory_order_release);
 	}
 	*out = b;
 	return 0;
@@ -157,11 +164,16 @@ static uint64_t slowest_cursor(portal_bcast_t *b)
 {
 	uint64_t min = b->pos, c;
 
+	/* S3: prod_tail (stored by publish), then the active flags; pairs
+	 * with the seq_cst store and load in attach (Dekker). */
+	atomic_thread_fence(memory_order_seq_cst);
 	for (uint32_t i = 0; i < b->max_subs; i++) {
-		if (b->ignored & (UINT64_C(1) << i))
-			continue;
 		/* S2: active, then cursor; pairs with S1. */
-		if (!atomic_load_explicit(&b->subs[i].active, memory_order_acquire))
+		if (!atomic_load_explicit(&b->subs[i].active, memory_order_acquire)) {
+			b->ignored &= ~(UINT64_C(1) << i); /* a new subscriber starts clean */
+			continue;
+		}
+		if (b->ignored & (UINT64_C(1) << i))
 			continue;
 		/* A2: the subscriber's slot reads happen before we reuse the
 		 * slots; pairs with R2 in read. */

@@ -266,8 +266,10 @@ static void publish_in_order(_Atomic uint64_t *tail, uint64_t old, uint64_t new_
 {
 	unsigned spins = 0;
 
-	/* Relaxed: we only wait for our turn; the release below orders our slots. */
-	while (atomic_load_explicit(tail, memory_order_relaxed) != old) {
+	/* A3: the earlier claimants' publish, then ours, so that one acquire
+	 * of our tail covers their slots too; pairs with the R1/R2 below
+	 * as executed by the claimant before us. */
+	while (atomic_load_explicit(tail, memory_order_acquire) != old) {
 		if (++spins < 1024)
 			portal_cpu_relax();
 		else

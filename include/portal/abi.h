@@ -23,6 +23,11 @@
 #error "Portal's shared layout is little-endian; big-endian hosts are not supported"
 #endif
 
+/* Shared words are used by several processes: their atomics must be real
+ * lock-free instructions, not a lock in one process's private memory. */
+static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LLONG_LOCK_FREE == 2,
+	      "Portal needs lock-free 32- and 64-bit atomics");
+
 #define PORTAL_CACHELINE 64
 /* Hot lines are kept 128 bytes apart so the adjacent-line prefetcher does not
  * pull a peer's line along with ours. */
@@ -78,6 +83,7 @@ enum portal_part_state {
 	PORTAL_PART_FREE   = 0,
 	PORTAL_PART_ACTIVE = 1,
 	PORTAL_PART_GONE   = 2, /* detached cleanly */
+	PORTAL_PART_JOINING = 3, /* claimed, fields being written */
 };
 enum portal_part_kind {
 	PORTAL_PART_PROCESS = 1,

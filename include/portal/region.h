@@ -55,7 +55,10 @@ struct portal_region_opts {
 
 /*
  * Create a region at URI and take side 0. The header, directory and slots
- * are written before anything else can attach.
+ * are written before anything else can attach. Creating over an existing
+ * region (without PORTAL_REGION_F_EXCL) reformats it with a new epoch; never
+ * do that while peers still map it (a smaller size would fault them): use
+ * F_EXCL, or portal_region_destroy first.
  * Returns 0, -EINVAL (bad URI, size or flags), -EEXIST (F_EXCL and it
  * exists), or a negative errno from the backend.
  */
@@ -72,7 +75,8 @@ PORTAL_API int portal_region_create(const char *uri, const struct portal_region_
  *   PORTAL_ECHECKSUM  header or directory entry checksum wrong
  *   PORTAL_EDIR       a directory entry out of bounds, overlapping another,
  *                     or of an unknown kind
- *   -EBUSY            the participant slot is held by a live process
+ *   -EBUSY            the participant slot is held by a live process, or
+ *                     another attacher is claiming it right now
  *   -ENOENT           no such region; -EINVAL bad arguments
  */
 PORTAL_API int portal_region_attach(const char *uri, const struct portal_region_opts *opts,

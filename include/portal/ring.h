@@ -19,7 +19,11 @@
  * backwards nor claim more than the capacity), and a record header is copied
  * before it is checked. A violation returns PORTAL_EPROTO (-EPROTO) and
  * quarantines the handle: every later call on it returns -EPROTO. Nothing
- * out of bounds is ever read or written, and no call spins forever.
+ * out of bounds is ever read or written, and no call waits on a peer across
+ * the trust boundary. (Producers of an MPSC/MPMC ring, and consumers of an
+ * MPMC ring, publish in claim order: one waits, yielding, for a claimant
+ * before it that was preempted. They are one trust domain by design;
+ * recovering a claimant that died mid-claim comes with crash recovery.)
  *
  * Concurrency (per handle; one handle per thread):
  *
