@@ -52,6 +52,6 @@ const char *portal_strerror(int err)
 	case -EEXIST:          return "object exists";
 	case -EBUSY:           return "participant slot in use";
 	default:
-		return err < 0 ? strerror(-err) : "not an error code";
+		return err < 0 && err != INT32_MIN ? strerror(-err) : "not an error code";
 	}
 }

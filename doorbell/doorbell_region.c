@@ -9,8 +9,9 @@
 
 #include "doorbell/doorbell_internal.h"
 
-static int init_cb(void *mem, size_t len, void *arg)
+static int init_cb(void *mem, size_t len, uint64_t offset, void *arg)
 {
+	(void)offset;
 	return portal_doorbell_init(mem, len, *(const enum portal_doorbell_backend *)arg);
 }
 

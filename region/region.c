@@ -556,7 +556,7 @@ int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind
 
 	memset(r->base + off, 0, size);
 	r->alloc_top = off + size;
-	if (init && (rc = init(r->base + off, (size_t)size, arg)) != 0)
+	if (init && (rc = init(r->base + off, (size_t)size, off, arg)) != 0)
 		return rc;
 	e = &dir_of(r)[n];
 	memset(e, 0, sizeof(*e));

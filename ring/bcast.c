@@ -128,9 +128,14 @@ int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
 	b->pos = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
 	b->peer = b->pos;
 	if (sub >= 0) {
+		uint32_t free_slot = 0;
+
 		s = &b->subs[sub];
-		/* Relaxed: only the subscriber itself writes its line. */
-		if (atomic_load_explicit(&s->active, memory_order_relaxed)) {
+		/* C1: one attacher wins the subscriber slot (2 = joining, which
+		 * the producer skips); relaxed on failure, we give up. */
+		if (!atomic_compare_exchange_strong_explicit(&s->active, &free_slot, 2,
+							     memory_order_acquire,
+							     memory_order_relaxed)) {
 			free(b);
 			return -EBUSY;
 		}
@@ -168,23 +173,25 @@ static uint64_t slowest_cursor(portal_bcast_t *b)
 	 * with the seq_cst store and load in attach (Dekker). */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (uint32_t i = 0; i < b->max_subs; i++) {
-		/* S2: active, then cursor; pairs with S1. */
-		if (!atomic_load_explicit(&b->subs[i].active, memory_order_acquire)) {
-			b->ignored &= ~(UINT64_C(1) << i); /* a new subscriber starts clean */
-			continue;
-		}
-		if (b->ignored & (UINT64_C(1) << i))
+		/* S2: active, then cursor; pairs with S1. Joining (2) is not
+		 * active yet. */
+		if (atomic_load_explicit(&b->subs[i].active, memory_order_acquire) != 1)
 			continue;
 		/* A2: the subscriber's slot reads happen before we reuse the
 		 * slots; pairs with R2 in read. */
 		c = atomic_load_explicit(&b->subs[i].cursor, memory_order_acquire);
 		if (PORTAL_NEVER(c > b->pos || b->pos - c > b->capacity)) {
-			portal_log(PORTAL_LOG_ERROR, "bcast %p: subscriber %u cursor %llu out of range;"
-				   " ignoring it", (void *)b->hdr, i, (unsigned long long)c);
-			b->ignored |= UINT64_C(1) << i;
-			b->st.proto_errors++;
+			/* Not held for while out of range; counted once per episode. */
+			if (!(b->ignored & (UINT64_C(1) << i))) {
+				portal_log(PORTAL_LOG_ERROR, "bcast %p: subscriber %u cursor %llu out"
+					   " of range; not holding for it", (void *)b->hdr, i,
+					   (unsigned long long)c);
+				b->ignored |= UINT64_C(1) << i;
+				b->st.proto_errors++;
+			}
 			continue;
 		}
+		b->ignored &= ~(UINT64_C(1) << i);
 		if (c < min)
 			min = c;
 	}
@@ -219,12 +226,21 @@ int portal_bcast_publish(portal_bcast_t *b, const void *msg)
 }
 
 /* LAP: jump to the oldest message the producer still holds. */
-static int lapped(portal_bcast_t *b, uint64_t prod, uint64_t *lost)
+/*
+ * LAP: jump to the oldest message still held when the producer has reached
+ * position NEWEST (a published count, or a position it is writing). Moving
+ * nowhere, or past what was published, means the producer lied.
+ */
+static int lapped(portal_bcast_t *b, uint64_t newest, uint64_t *lost)
 {
-	uint64_t oldest = prod - b->capacity + 1; /* +1: the slot being rewritten next */
-	uint64_t n = oldest > b->pos ? oldest - b->pos : 0;
+	/* +1: the slot after NEWEST's may be the next one rewritten. */
+	uint64_t oldest = newest >= b->capacity ? newest - b->capacity + 1 : 0;
+	uint64_t n;
 
-	b->pos += n;
+	if (PORTAL_NEVER(oldest <= b->pos || oldest > b->peer))
+		return quarantine(b, "lap position", newest);
+	n = oldest - b->pos;
+	b->pos = oldest;
 	b->st.lapped += n;
 	if (lost)
 		*lost = n;
@@ -236,7 +252,7 @@ static int lapped(portal_bcast_t *b, uint64_t prod, uint64_t *lost)
 int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
 {
 	_Atomic uint64_t *seq;
-	uint64_t prod, s1, s2;
+	uint64_t prod, s1, s2 = 0;
 
 	if (unlikely(b->quarantined))
 		return PORTAL_EPROTO;
@@ -272,14 +288,20 @@ int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
 			return 0;
 		}
 	}
-	/* The slot is not the one prod_tail promised. */
-	if (b->mode == PORTAL_BCAST_HOLD)
+	/* The slot is not the one prod_tail promised. In HOLD mode that is a
+	 * lie. In LAP mode the producer overwrote it: the word must say so,
+	 * 0 (rewriting now) or a later lap of this same slot. */
+	if (s1 == b->pos + 1)
+		s1 = s2;
+	if (b->mode == PORTAL_BCAST_HOLD ||
+	    PORTAL_NEVER(s1 != 0 && (s1 <= b->pos + 1 || (s1 - b->pos - 1) & b->mask)))
 		return quarantine(b, "slot sequence", s1);
 	prod = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
 	if (PORTAL_NEVER(prod < b->peer))
 		return quarantine(b, "producer tail went backwards", prod);
 	b->peer = prod;
-	return lapped(b, prod, lost);
+	/* The slot holds (or is getting) position s1 - 1; prod may lag it. */
+	return lapped(b, s1 && s1 - 1 > prod ? s1 - 1 : prod, lost);
 }
 
 int portal_bcast_ready(portal_bcast_t *b)
@@ -293,8 +315,9 @@ int portal_bcast_ready(portal_bcast_t *b)
 bool portal_bcast_quarantined(const portal_bcast_t *b) { return b->quarantined; }
 void portal_bcast_stats(const portal_bcast_t *b, struct portal_ring_stats *st) { *st = b->st; }
 
-static int bcast_init_cb(void *mem, size_t len, void *params)
+static int bcast_init_cb(void *mem, size_t len, uint64_t offset, void *params)
 {
+	(void)offset;
 	return portal_bcast_init(mem, len, params);
 }
 

@@ -135,7 +135,7 @@ int portal_msgring_attach(void *mem, size_t len, enum portal_ring_role role,
 	 * fresh ring). Acquire: pairs with R2 / R3. */
 	prod = atomic_load_explicit(&m->hdr->prod_tail, memory_order_acquire);
 	cons = atomic_load_explicit(&m->hdr->cons_head, memory_order_acquire);
-	if (prod - cons > m->capacity) {
+	if (prod - cons > m->capacity || prod % PORTAL_MSG_ALIGN || cons % PORTAL_MSG_ALIGN) {
 		free(m);
 		return PORTAL_EPROTO;
 	}
@@ -203,6 +203,8 @@ int portal_msgring_commit(portal_msgring_t *m, size_t len)
 	uint64_t end;
 	uint32_t seq;
 
+	if (unlikely(m->quarantined))
+		return PORTAL_EPROTO;
 	if (unlikely(m->role != PORTAL_ROLE_PRODUCER || !m->open || len > m->res_len))
 		return -EINVAL;
 	seq = m->seq;
@@ -258,6 +260,7 @@ int portal_msgring_peek(portal_msgring_t *m, const void **buf, size_t *len)
 		return -EINVAL;
 	off = (uint32_t)m->pos & m->mask;
 	m->peek_len = 0;
+	m->peeked = false;
 	for (;;) {
 		/* A1: header, then payload; pairs with R1 in commit. Read once. */
 		w = atomic_load_explicit(hdr_word(m, m->pos + m->peek_len), memory_order_acquire);
@@ -296,6 +299,8 @@ int portal_msgring_peek(portal_msgring_t *m, const void **buf, size_t *len)
 
 int portal_msgring_release(portal_msgring_t *m)
 {
+	if (unlikely(m->quarantined))
+		return PORTAL_EPROTO;
 	if (unlikely(m->role != PORTAL_ROLE_CONSUMER || !m->peeked))
 		return -EINVAL;
 	m->pos += m->peek_len;
@@ -336,8 +341,9 @@ uint32_t portal_msgring_max_msg(const portal_msgring_t *m) { return m->max_msg; 
 bool portal_msgring_quarantined(const portal_msgring_t *m) { return m->quarantined; }
 void portal_msgring_stats(const portal_msgring_t *m, struct portal_ring_stats *st) { *st = m->st; }
 
-static int msgring_init_cb(void *mem, size_t len, void *params)
+static int msgring_init_cb(void *mem, size_t len, uint64_t offset, void *params)
 {
+	(void)offset;
 	return portal_msgring_init(mem, len, params);
 }
 

@@ -322,6 +322,26 @@ static int refresh_prod_mc(portal_ring_t *r, uint64_t *head)
 	return 0;
 }
 
+/*
+ * Snapshot a claim head (prod_head or cons_head) for a CAS loop, checked
+ * against its own side's tail: a head behind its tail, or more than a ring
+ * ahead of it, would make publish_in_order wait for ever.
+ */
+static int load_claim_head(portal_ring_t *r, _Atomic uint64_t *head, _Atomic uint64_t *tail,
+			   uint64_t *out)
+{
+	/* Acquire, tail first: every head value read after it is >= it. */
+	uint64_t t = atomic_load_explicit(tail, memory_order_acquire);
+	/* Relaxed: the CAS revalidates the head; the peer's tail is read with
+	 * A1/A2. */
+	uint64_t h = atomic_load_explicit(head, memory_order_relaxed);
+
+	if (PORTAL_NEVER(h - t > r->capacity))
+		return quarantine(r, "claim head out of range of its tail", h);
+	*out = h;
+	return 0;
+}
+
 int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n)
 {
 	uint64_t head;
@@ -330,8 +350,9 @@ int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n)
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_PRODUCER, r->mode != PORTAL_RING_SPSC);
-	/* Relaxed: the CAS below revalidates head; cons_tail is read with A2. */
-	head = atomic_load_explicit(&r->hdr->prod_head, memory_order_relaxed);
+	rc = load_claim_head(r, &r->hdr->prod_head, &r->hdr->prod_tail, &head);
+	if (rc)
+		return rc;
 	do {
 		n = want;
 		room = (int64_t)(r->peer + r->capacity - head);
@@ -365,8 +386,9 @@ int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_CONSUMER, r->mode == PORTAL_RING_MPMC);
-	/* Relaxed: the CAS below revalidates head; prod_tail is read with A1. */
-	head = atomic_load_explicit(&r->hdr->cons_head, memory_order_relaxed);
+	rc = load_claim_head(r, &r->hdr->cons_head, &r->hdr->cons_tail, &head);
+	if (rc)
+		return rc;
 	do {
 		n = want;
 		avail = (int64_t)(r->peer - head);
@@ -470,8 +492,9 @@ int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void
 	return rc;
 }
 
-static int ring_init_cb(void *mem, size_t len, void *params)
+static int ring_init_cb(void *mem, size_t len, uint64_t offset, void *params)
 {
+	(void)offset;
 	return portal_ring_init(mem, len, params);
 }
 

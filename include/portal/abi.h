@@ -235,7 +235,8 @@ static_assert(sizeof(struct portal_bcast_hdr) == PORTAL_BCAST_HDR_SIZE, "abi");
 
 /* One per subscriber, written only by that subscriber. */
 struct portal_bcast_sub {
-	_Atomic uint32_t active;  /* subscriber: 1 while subscribed */
+	_Atomic uint32_t active;  /* subscriber: 0 free, 2 joining (claimed by
+	                           * CAS), 1 subscribed */
 	uint32_t reserved;
 	_Atomic uint64_t cursor;  /* subscriber: messages consumed; release,
 	                           * pairs with the producer's acquire (hold mode) */
@@ -262,9 +263,10 @@ struct portal_arena_class {
 };
 static_assert(sizeof(struct portal_arena_class) == 16, "abi");
 
-/* Written once by the owner at init; immutable. A receiver never needs it
- * to stay safe (it checks spans against the directory entry), only to
- * find its way. Free lists and generations live in the owner's private
+/* Written once at init (by the owner, or by the region creator placing the
+ * arena for it) before the directory entry is published; immutable. A
+ * receiver never needs it to stay safe (it checks spans against the
+ * directory entry), only to find its way. Free lists and generations live in the owner's private
  * memory, never here. */
 struct portal_arena_hdr {
 	uint32_t magic;

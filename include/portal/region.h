@@ -136,11 +136,12 @@ PORTAL_API int portal_region_alloc(portal_region_t *r, const char *name, uint32_
 				   uint64_t size, uint64_t align, uint32_t owner_side,
 				   const uint64_t param[6], struct portal_object_info *info);
 
-/* Lays out an object in freshly zeroed memory; returns 0 or a negative errno. */
-typedef int (*portal_object_init_fn)(void *mem, size_t len, void *arg);
+/* Lays out an object in freshly zeroed memory at OFFSET from the region
+ * start; returns 0 or a negative errno. */
+typedef int (*portal_object_init_fn)(void *mem, size_t len, uint64_t offset, void *arg);
 
 /*
- * As portal_region_alloc, but INIT(mem, size, arg) runs on the zeroed object
+ * As portal_region_alloc, but INIT(mem, size, offset, arg) runs on the zeroed object
  * before its entry is published, so no peer can find a half-built object.
  * An INIT failure is returned and the object is not published (its space is
  * not reused). INIT may be NULL.

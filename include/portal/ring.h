@@ -169,7 +169,8 @@ PORTAL_API int portal_msgring_open(portal_region_t *reg, const char *name,
  */
 PORTAL_API int portal_msgring_reserve(portal_msgring_t *m, size_t len, void **buf);
 /* Publish the open reservation with its final length LEN (<= reserved).
- * Returns 0 or -EINVAL. Release: the payload is visible before the header. */
+ * Returns 0, -EINVAL or PORTAL_EPROTO. Release: the payload is visible
+ * before the header. */
 PORTAL_API int portal_msgring_commit(portal_msgring_t *m, size_t len);
 
 /*
@@ -180,7 +181,8 @@ PORTAL_API int portal_msgring_commit(portal_msgring_t *m, size_t len);
  * it: copy it first (portal_msgring_recv does) if the producer is untrusted.
  */
 PORTAL_API int portal_msgring_peek(portal_msgring_t *m, const void **buf, size_t *len);
-/* Give back the message returned by the last peek. Returns 0 or -EINVAL. */
+/* Give back the message returned by the last peek. Returns 0, -EINVAL or
+ * PORTAL_EPROTO. */
 PORTAL_API int portal_msgring_release(portal_msgring_t *m);
 
 /* Copying conveniences over reserve/commit and peek/release.
