@@ -325,18 +325,22 @@ static int refresh_prod_mc(portal_ring_t *r, uint64_t *head)
 /*
  * Snapshot a claim head (prod_head or cons_head) for a CAS loop, checked
  * against its own side's tail: a head behind its tail, or more than a ring
- * ahead of it, would make publish_in_order wait for ever.
+ * ahead of it, would make publish_in_order wait for ever. Each bound is
+ * checked against a tail read on the side that makes it hold for honest
+ * claimants racing with us: head >= a tail read before it, and head - cap
+ * <= a tail read after it.
  */
 static int load_claim_head(portal_ring_t *r, _Atomic uint64_t *head, _Atomic uint64_t *tail,
 			   uint64_t *out)
 {
-	/* Acquire, tail first: every head value read after it is >= it. */
-	uint64_t t = atomic_load_explicit(tail, memory_order_acquire);
-	/* Relaxed: the CAS revalidates the head; the peer's tail is read with
-	 * A1/A2. */
-	uint64_t h = atomic_load_explicit(head, memory_order_relaxed);
+	/* Acquire: tails only grow, and the head read next is ordered after. */
+	uint64_t t1 = atomic_load_explicit(tail, memory_order_acquire);
+	/* Acquire: orders the second tail read after this one. The CAS later
+	 * revalidates the head; the peer's tail is read with A1/A2. */
+	uint64_t h = atomic_load_explicit(head, memory_order_acquire);
+	uint64_t t2 = atomic_load_explicit(tail, memory_order_relaxed);
 
-	if (PORTAL_NEVER(h - t > r->capacity))
+	if (PORTAL_NEVER((int64_t)(h - t1) < 0 || (int64_t)(h - t2) > (int64_t)r->capacity))
 		return quarantine(r, "claim head out of range of its tail", h);
 	*out = h;
 	return 0;
