@@ -13,17 +13,10 @@
 
 static int file_create(const char *path, uint64_t size, bool excl, int *fd)
 {
-	int rc;
-
 	if (!*path)
 		return -EINVAL;
-	*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0), 0600);
-	if (*fd < 0)
-		return -errno;
-	rc = portal_region_fd_size(*fd, size);
-	if (rc)
-		close(*fd);
-	return rc;
+	return portal_region_fd_finish(
+		open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0), 0600), size, fd);
 }
 
 static int file_open(const char *path, bool readonly, int *fd)

@@ -13,16 +13,24 @@
 #include "portal/common.h"
 #include "region/region_internal.h"
 
-int portal_region_fd_size(int fd, uint64_t size)
+int portal_region_fd_finish(int fd, uint64_t size, int *out)
 {
 	struct stat st;
+	int rc = 0;
 
+	if (fd < 0)
+		return -errno;
 	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (size == 0)
-		return st.st_size > 0 ? 0 : -EINVAL;
-	if ((uint64_t)st.st_size != size && ftruncate(fd, (off_t)size) < 0)
-		return -errno;
+		rc = -errno;
+	else if (size == 0 && st.st_size <= 0)
+		rc = -EINVAL;
+	else if (size && (uint64_t)st.st_size != size && ftruncate(fd, (off_t)size) < 0)
+		rc = -errno;
+	if (rc) {
+		close(fd);
+		return rc;
+	}
+	*out = fd;
 	return 0;
 }
 
@@ -42,13 +50,8 @@ static int shm_create(const char *name, uint64_t size, bool excl, int *fd)
 
 	if (rc)
 		return rc;
-	*fd = shm_open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0), 0600);
-	if (*fd < 0)
-		return -errno;
-	rc = portal_region_fd_size(*fd, size);
-	if (rc)
-		close(*fd);
-	return rc;
+	return portal_region_fd_finish(
+		shm_open(path, O_RDWR | O_CREAT | O_CLOEXEC | (excl ? O_EXCL : 0), 0600), size, fd);
 }
 
 static int shm_open_existing(const char *name, bool readonly, int *fd)
@@ -80,18 +83,10 @@ const struct portal_region_backend portal_region_backend_shm = {
  * through "fd:N". Not close-on-exec, so an exec'd child inherits it. */
 static int memfd_create_region(const char *name, uint64_t size, bool excl, int *fd)
 {
-	int rc;
-
 	(void)excl;
 	if (size == 0)
 		return -EINVAL;
-	*fd = memfd_create(*name ? name : "portal", 0);
-	if (*fd < 0)
-		return -errno;
-	rc = portal_region_fd_size(*fd, size);
-	if (rc)
-		close(*fd);
-	return rc;
+	return portal_region_fd_finish(memfd_create(*name ? name : "portal", 0), size, fd);
 }
 
 static int memfd_open(const char *name, bool readonly, int *fd)

@@ -25,7 +25,9 @@ extern const struct portal_region_backend portal_region_backend_memfd;
 extern const struct portal_region_backend portal_region_backend_fd;
 extern const struct portal_region_backend portal_region_backend_file;
 
-/* Shared by backends: size a fresh fd (ftruncate), as the create contract says. */
-int portal_region_fd_size(int fd, uint64_t size);
+/* Shared by backends' create: take FD (or -1 with errno set by the call that
+ * opened it), size it to SIZE (0: keep its size) and hand it out in *OUT;
+ * on failure close it. Returns 0 or a negative errno. */
+int portal_region_fd_finish(int fd, uint64_t size, int *out);
 
 #endif
