@@ -126,7 +126,9 @@ int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
 	b->sub = sub < 0 ? -1 : sub;
 	/* Acquire: pairs with R1 in publish. */
 	b->pos = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
-	b->peer = b->pos;
+	/* Producer: no cached minimum yet, so the first publish scans the
+	 * cursors (a re-attached producer must hold for readers behind). */
+	b->peer = sub < 0 ? b->pos - b->capacity : b->pos;
 	if (sub >= 0) {
 		uint32_t free_slot = 0;
 
