@@ -6,9 +6,10 @@
  * being overwritten, as a seqlock does.
  *
  * HOLD: the producer never overwrites a slot an active subscriber has not
- * read; publish returns -EAGAIN instead. A subscriber that writes a cursor
- * out of range is ignored from then on (counted as a protocol error), so a
- * hostile subscriber cannot stall the others.
+ * read; publish returns -EAGAIN instead. A subscriber whose cursor is out of
+ * range is not held for while it stays so (counted once as a protocol
+ * error), so a hostile subscriber cannot make the producer overwrite the
+ * others' messages.
  * LAP: the producer never waits. A subscriber that fell a ring behind is
  * told how many messages it lost and moved to the oldest one still held.
  */
@@ -227,7 +228,6 @@ int portal_bcast_publish(portal_bcast_t *b, const void *msg)
 	return 0;
 }
 
-/* LAP: jump to the oldest message the producer still holds. */
 /*
  * LAP: jump to the oldest message still held when the producer has reached
  * position NEWEST (a published count, or a position it is writing). Moving

@@ -65,7 +65,7 @@ struct portal_region_hdr {
 	/* Line 1: creator-written, changes as objects are added. */
 	_Atomic uint32_t dir_count; /* creator: entries published; release after
 	                             * the entry is written (pairs with acquire
-	                             * in lookup) */
+	                             * in attach and lookup) */
 	uint32_t reserved1;
 	_Atomic uint64_t data_used; /* creator: bytes handed out past data_offset;
 	                             * informative only, never trusted */

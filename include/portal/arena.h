@@ -172,12 +172,12 @@ PORTAL_API void portal_arena_detach(portal_arena_t *a);
  * takes it later with portal_arena_open.
  * Returns as portal_arena_memsize (0: -EINVAL), portal_region_alloc and
  * portal_arena_init; -EINVAL also when OWNER_HANDLE is given and this side
- * is not OWNER_SIDE. If only the handle could not be made (-ENOMEM), the
- * arena is placed and laid out: take it with portal_arena_open.
- * Memory order: the header is written after the directory entry is
- * published (portal_region_alloc), so a peer must learn that the arena is
- * ready from the owner (bootstrap or a ring), not from the directory alone;
- * receivers never need the header (portal_arena_resolve uses the entry).
+ * is not OWNER_SIDE. If init fails (e.g. -ENOMEM for the handle), no entry
+ * is published and the space is not reused.
+ * Memory order: the header is written inside portal_region_alloc_init,
+ * before the directory entry is published, so a peer that finds the name
+ * finds a complete header; receivers never need the header anyway
+ * (portal_arena_resolve uses the entry).
  * open: find NAME and portal_arena_attach it. Returns as
  * portal_region_lookup and portal_arena_attach; -EPERM when this side is not
  * the owner named in the directory, PORTAL_EPROTO when the header names

@@ -233,7 +233,7 @@ PORTAL_API int portal_bcast_open(portal_region_t *reg, const char *name, int sub
  * Producer: publish one message of slot_size bytes.
  * Returns 0, -EAGAIN (HOLD: an active subscriber is a full ring behind),
  * -EINVAL. In HOLD mode a subscriber whose cursor is out of range is
- * counted as a protocol error and ignored from then on.
+ * counted as a protocol error and not held for while it stays out of range.
  */
 PORTAL_API int portal_bcast_publish(portal_bcast_t *b, const void *msg);
 /*
