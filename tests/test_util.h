@@ -135,14 +135,15 @@ static inline void *tu_mem_alloc(size_t len)
 static inline bool tu_mem_free(void *ptr, size_t len)
 {
 	uint8_t *p = ptr, *body, *end;
-	size_t pages;
+	/* The same geometry as tu_mem_alloc: the object ends < 64 bytes before
+	 * the end of the body, which is this many pages long. */
+	size_t pages = (len + 63 + TU_PAGE - 1) / TU_PAGE * TU_PAGE;
 	bool ok = true;
 
 	if (!p)
 		return true;
-	body = (uint8_t *)((uintptr_t)p & ~(uintptr_t)(TU_PAGE - 1));
 	end = (uint8_t *)(((uintptr_t)(p + len) + TU_PAGE - 1) & ~(uintptr_t)(TU_PAGE - 1));
-	pages = (size_t)(end - body);
+	body = end - pages;
 	TU_UNPOISON(body, pages);
 	for (uint8_t *q = body; q < p; q++)
 		ok &= *q == TU_CANARY;
