@@ -348,6 +348,23 @@ static void add_row(const char *scenario, const char *system, uint32_t payload, 
 	r->n = n;
 }
 
+/* A throughput metric: one value per repetition, so every percentile
+ * column carries the same spread. */
+static void add_rate_row(const char *system, uint32_t payload, uint32_t burst, const char *metric,
+			 const double *v, int reps, size_t n)
+{
+	add_row("stream", system, payload, burst, metric, v, v, v, v, v, reps, n);
+}
+
+static const struct row *find_row(const struct row *like, const char *metric)
+{
+	for (int i = 0; i < nrows; i++)
+		if (!strcmp(rows[i].system, like->system) && rows[i].payload == like->payload &&
+		    rows[i].burst == like->burst && !strcmp(rows[i].metric, metric))
+			return &rows[i];
+	return like; /* not reached: run_stream adds all four */
+}
+
 /*
  * Round trip: per repetition, blocks of the floor and of Portal alternate
  * (A B A B ...); each repetition gives percentiles for both and their ratio.
@@ -397,6 +414,7 @@ static void run_stream(struct bench *b, const struct opts *o, bool msgring, uint
 {
 	uint64_t n = o->quick ? 2000000 : 10000000;
 	double mps[64], nsper[64], per_floor[64], cyc[64];
+	const char *sys;
 	static uint8_t buf[32 * STREAM_SLOT];
 	struct bench_samples fs;
 	struct bench_pct f;
@@ -454,14 +472,11 @@ static void run_stream(struct bench *b, const struct opts *o, bool msgring, uint
 		fprintf(stderr, "\n");
 	if (errors)
 		fail("payload check failed in the streaming test", -EBADMSG);
-	add_row("stream", msgring ? "portal-msgring" : "portal-spsc", len, burst, "msgs_per_s", mps, mps,
-		mps, mps, mps, o->reps, n);
-	add_row("stream", msgring ? "portal-msgring" : "portal-spsc", len, burst, "ns_per_msg", nsper,
-		nsper, nsper, nsper, nsper, o->reps, n);
-	add_row("stream", msgring ? "portal-msgring" : "portal-spsc", len, burst, "tsc_cycles_per_msg",
-		cyc, cyc, cyc, cyc, cyc, o->reps, n);
-	add_row("stream", msgring ? "portal-msgring" : "portal-spsc", len, burst,
-		"msgs_per_floor_rtt", per_floor, per_floor, per_floor, per_floor, per_floor, o->reps, n);
+	sys = msgring ? "portal-msgring" : "portal-spsc";
+	add_rate_row(sys, len, burst, "msgs_per_s", mps, o->reps, n);
+	add_rate_row(sys, len, burst, "ns_per_msg", nsper, o->reps, n);
+	add_rate_row(sys, len, burst, "tsc_cycles_per_msg", cyc, o->reps, n);
+	add_rate_row(sys, len, burst, "msgs_per_floor_rtt", per_floor, o->reps, n);
 	bench_samples_free(&fs);
 }
 
@@ -565,8 +580,9 @@ static void print_table(const struct opts *o, const char *topo, double rtt_ratio
 		if (!strcmp(r->metric, "msgs_per_s"))
 			printf("| stream | %s | %u | %u | %.1f (%.1f–%.1f) | %.1f | %.0f | %.1f |\n",
 			       r->system, r->payload, r->burst, r->p50.median / 1e6, r->p50.min / 1e6,
-			       r->p50.max / 1e6, rows[i + 1].p50.median, rows[i + 2].p50.median,
-			       rows[i + 3].p50.median);
+			       r->p50.max / 1e6, find_row(r, "ns_per_msg")->p50.median,
+			       find_row(r, "tsc_cycles_per_msg")->p50.median,
+			       find_row(r, "msgs_per_floor_rtt")->p50.median);
 	}
 	printf("\n| ratio (Portal / floor, same run) | median | min – max |\n|---|---:|---:|\n");
 	for (int k = 0; k < nsizes; k++) {

@@ -128,14 +128,19 @@ static int cmp_offset(const void *a, const void *b)
 /*
  * Copy the first COUNT directory entries out of shared memory and check
  * each, then that no two overlap. Works on copies only: the peer may be
- * rewriting the directory while we look.
+ * rewriting the directory while we look. With ENTRIES, the checked copies
+ * (sorted by offset; the caller frees them) are handed out, so the caller
+ * uses exactly what was checked.
  */
 static int check_directory(const uint8_t *base, uint64_t size, uint32_t dir_offset,
-			   uint32_t count, uint64_t data_offset)
+			   uint32_t count, uint64_t data_offset,
+			   struct portal_dir_entry **entries)
 {
 	struct portal_dir_entry *copy;
 	int rc = 0;
 
+	if (entries)
+		*entries = NULL;
 	if (count == 0)
 		return 0;
 	copy = malloc((size_t)count * sizeof(*copy));
@@ -150,7 +155,10 @@ static int check_directory(const uint8_t *base, uint64_t size, uint32_t dir_offs
 			if (copy[i].offset - copy[i - 1].offset < copy[i - 1].size)
 				rc = PORTAL_EDIR;
 	}
-	free(copy);
+	if (rc || !entries)
+		free(copy);
+	else
+		*entries = copy;
 	return rc;
 }
 
@@ -189,7 +197,7 @@ static int check_header(const uint8_t *base, uint64_t len, portal_region_t *r)
 	r->dir_capacity = h.dir_capacity;
 	r->part_count = h.part_count;
 	r->data_offset = h.data_offset;
-	return check_directory(base, len, h.dir_offset, count, h.data_offset);
+	return check_directory(base, len, h.dir_offset, count, h.data_offset, NULL);
 }
 
 int portal_region_validate(const void *base, size_t len)
@@ -479,41 +487,34 @@ static void fill_info(const portal_region_t *r, const struct portal_dir_entry *e
 	info->addr = r->base + e->offset;
 }
 
-static uint32_t dir_count(const portal_region_t *r)
-{
-	/* A1: pairs with R1 in alloc: entries below the count are complete. */
-	uint32_t n = atomic_load_explicit(&hdr_of(r)->dir_count, memory_order_acquire);
-
-	return n;
-}
-
 int portal_region_lookup(const portal_region_t *r, const char *name, uint32_t kind,
 			 struct portal_object_info *info)
 {
-	struct portal_dir_entry e;
+	struct portal_dir_entry *e;
 	uint32_t n;
 	int rc;
 
 	if (!r || !name || !info)
 		return -EINVAL;
-	n = dir_count(r);
+	/* A1: pairs with R1 in alloc: entries below the count are complete. */
+	n = atomic_load_explicit(&hdr_of(r)->dir_count, memory_order_acquire);
 	if (n > r->dir_capacity)
 		return PORTAL_EDIR;
-	rc = check_directory(r->base, r->size, r->dir_offset, n, r->data_offset);
+	rc = check_directory(r->base, r->size, r->dir_offset, n, r->data_offset, &e);
 	if (rc)
 		return rc;
+	rc = -ENOENT;
 	for (uint32_t i = 0; i < n; i++) {
-		memcpy(&e, &dir_of(r)[i], sizeof(e));
-		if (check_entry(&e, r->size, r->data_offset))
-			return PORTAL_ECHECKSUM; /* changed since check_directory */
-		if (strncmp(e.name, name, sizeof(e.name)) == 0) {
-			if (kind && e.kind != kind)
-				return -ENOENT;
-			fill_info(r, &e, info);
-			return 0;
+		if (strncmp(e[i].name, name, sizeof(e[i].name)) == 0) {
+			if (!kind || e[i].kind == kind) {
+				fill_info(r, &e[i], info);
+				rc = 0;
+			}
+			break;
 		}
 	}
-	return -ENOENT;
+	free(e);
+	return rc;
 }
 
 int portal_region_alloc(portal_region_t *r, const char *name, uint32_t kind, uint64_t size,

@@ -616,9 +616,26 @@ static bool elem_ok(const uint8_t *e, uint32_t slot, uint64_t seq)
 	return stress_check(e, slot, &stamp) && stamp == stress_stamp(HOSTILE_ID, seq);
 }
 
-static int honest_ring_consumer(struct peer *p)
+/* Find the test ring, guard the region around it and attach as ROLE.
+ * Returns 0, or STRESS_EXIT_SETUP when the ring cannot be found or attached. */
+static int hq_open(struct hq *hq, struct honest *h, struct peer *p, enum portal_ring_role role)
 {
 	struct portal_object_info info;
+
+	if (portal_region_lookup(p->reg, STRESS_QUEUE_NAME, PORTAL_OBJ_RING, &info))
+		return STRESS_EXIT_SETUP;
+	hq->h = h;
+	hq->mem = info.addr;
+	hq->len = (size_t)info.size;
+	hq->role = role;
+	hq->slot = (uint32_t)info.param[1];
+	hq->cap = (uint32_t)info.param[2];
+	honest_guard(h, &info, 1);
+	return hq_attach(hq) ? STRESS_EXIT_SETUP : 0;
+}
+
+static int honest_ring_consumer(struct peer *p)
+{
 	struct lockstep ls = { 1 };
 	struct honest h;
 	struct hq hq = { 0 };
@@ -627,18 +644,8 @@ static int honest_ring_consumer(struct peer *p)
 	int rc, code = 0, total;
 
 	honest_init(&h, p);
-	rc = portal_region_lookup(p->reg, STRESS_QUEUE_NAME, PORTAL_OBJ_RING, &info);
-	if (rc)
-		return STRESS_EXIT_SETUP;
-	hq.h = &h;
-	hq.mem = info.addr;
-	hq.len = (size_t)info.size;
-	hq.role = PORTAL_ROLE_CONSUMER;
-	hq.slot = (uint32_t)info.param[1];
-	hq.cap = (uint32_t)info.param[2];
-	honest_guard(&h, &info, 1);
-	if (hq_attach(&hq))
-		return STRESS_EXIT_SETUP;
+	if ((code = hq_open(&hq, &h, p, PORTAL_ROLE_CONSUMER)) != 0)
+		return code;
 	buf = malloc((size_t)(hq.cap + 2) * hq.slot);
 	if (!buf || (code = peer_barrier(p)) != 0)
 		goto out;
@@ -785,7 +792,6 @@ out:
 
 static int honest_ring_producer(struct peer *p)
 {
-	struct portal_object_info info;
 	struct lockstep ls = { 1 };
 	struct honest h;
 	struct hq hq = { 0 };
@@ -793,18 +799,8 @@ static int honest_ring_producer(struct peer *p)
 	int rc, code = 0, total;
 
 	honest_init(&h, p);
-	rc = portal_region_lookup(p->reg, STRESS_QUEUE_NAME, PORTAL_OBJ_RING, &info);
-	if (rc)
-		return STRESS_EXIT_SETUP;
-	hq.h = &h;
-	hq.mem = info.addr;
-	hq.len = (size_t)info.size;
-	hq.role = PORTAL_ROLE_PRODUCER;
-	hq.slot = (uint32_t)info.param[1];
-	hq.cap = (uint32_t)info.param[2];
-	honest_guard(&h, &info, 1);
-	if (hq_attach(&hq))
-		return STRESS_EXIT_SETUP;
+	if ((code = hq_open(&hq, &h, p, PORTAL_ROLE_PRODUCER)) != 0)
+		return code;
 	if ((code = peer_barrier(p)) != 0)
 		goto out;
 

@@ -87,6 +87,16 @@ static int stop_code(struct peer *p, const char *where, uint64_t done, uint64_t 
 	return STRESS_EXIT_TIMEOUT;
 }
 
+/* A call made no progress: the exit code if this peer should give up (told
+ * to stop, or nothing moved for STALL_SECONDS), else 0 to keep waiting. */
+static int idle_check(struct peer *p, struct watchdog *wd, uint64_t progress, const char *who,
+		      uint64_t done, uint64_t want)
+{
+	if (peer_should_stop(p) || stalled(wd, progress))
+		return stop_code(p, who, done, want);
+	return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Blocking mode: two doorbells, "stress.db.data" (the consumer waits,     */
 /* the producer rings) and "stress.db.space" (the other way round).        */
@@ -253,10 +263,8 @@ static int ring_producer(struct peer *p)
 			}
 			continue;
 		}
-		if (peer_should_stop(p) || stalled(&wd, seq)) {
-			code = stop_code(p, "producer", seq, want);
+		if ((code = idle_check(p, &wd, seq, "producer", seq, want)) != 0)
 			break;
-		}
 		if (p->block) {
 			blk.pos = seq;
 			rc = portal_doorbell_wait(blk.wait, ready_space, &blk, WAIT_TIMEOUT_NS);
@@ -428,10 +436,9 @@ static int ring_consumer(struct peer *p)
 			}
 			continue;
 		}
-		if (peer_should_stop(p) || stalled(&wd, c.multi ? atomic_load(taken) : got)) {
-			code = stop_code(p, "consumer", got, p->count);
+		if ((code = idle_check(p, &wd, c.multi ? atomic_load(taken) : got, "consumer", got,
+				       p->count)) != 0)
 			break;
-		}
 		if (p->block) {
 			rc = portal_doorbell_wait(blk.wait, ready_data, &blk, WAIT_TIMEOUT_NS);
 			if (rc < 0) {
@@ -517,10 +524,8 @@ static int msg_producer(struct peer *p)
 			code = fail(p, "send", rc);
 			break;
 		}
-		if (peer_should_stop(p) || stalled(&wd, seq)) {
-			code = stop_code(p, "msg producer", seq, p->count);
+		if ((code = idle_check(p, &wd, seq, "msg producer", seq, p->count)) != 0)
 			break;
-		}
 		stress_backoff(&bo);
 	}
 	p->res->messages = seq;
@@ -599,10 +604,8 @@ static int msg_consumer(struct peer *p)
 			code = fail(p, "receive", rc);
 			break;
 		}
-		if (peer_should_stop(p) || stalled(&wd, got)) {
-			code = stop_code(p, "msg consumer", got, p->count);
+		if ((code = idle_check(p, &wd, got, "msg consumer", got, p->count)) != 0)
 			break;
-		}
 		stress_backoff(&bo);
 	}
 	p->res->messages = got;
@@ -657,10 +660,8 @@ static int bcast_publisher(struct peer *p)
 			code = fail(p, "publish", rc);
 			break;
 		}
-		if (peer_should_stop(p) || stalled(&wd, seq)) {
-			code = stop_code(p, "publisher", seq, p->count);
+		if ((code = idle_check(p, &wd, seq, "publisher", seq, p->count)) != 0)
 			break;
-		}
 		stress_backoff(&bo);
 	}
 	p->res->messages = seq;
@@ -733,10 +734,8 @@ static int bcast_subscriber(struct peer *p)
 			code = fail(p, "read", rc);
 			break;
 		}
-		if (peer_should_stop(p) || stalled(&wd, got + lost)) {
-			code = stop_code(p, "subscriber", got + lost, p->count);
+		if ((code = idle_check(p, &wd, got + lost, "subscriber", got + lost, p->count)) != 0)
 			break;
-		}
 		stress_backoff(&bo);
 	}
 	p->res->messages = got;
