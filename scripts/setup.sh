@@ -3,7 +3,13 @@
 # Sourced by bench.sh and test.sh; usable alone: scripts/setup.sh [BUILD_DIR] [cmake args...]
 set -euo pipefail
 
-PORTAL_PACKAGES=(gcc make cmake pkg-config libcmocka-dev zlib1g-dev)
+# Build and tests: compilers, cmocka, zlib; spin (the protocol model), clang and its
+# runtimes (libFuzzer, TSan); QEMU, busybox and cpio (the VM tests).
+# Benchmark peers: nng, ZeroMQ, iceoryx, DPDK, Concurrency Kit, liburcu; gnuplot for plots.
+PORTAL_PACKAGES=(gcc make cmake pkg-config libcmocka-dev zlib1g-dev
+	spin clang-14 libclang-rt-14-dev qemu-system-x86 busybox-static cpio
+	libnng-dev libzmq3-dev iceoryx libiceoryx-binding-c-dev libdpdk-dev libck-dev liburcu-dev
+	gnuplot-nox linux-perf)
 
 portal_install_deps() {
 	local missing=() p
