@@ -6,6 +6,9 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/perf_event.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 
 #include "bench_util.h"
 
@@ -29,6 +32,12 @@ double bench_tsc_calibrate(void)
 	c1 = bench_now();
 	tsc_per_ns = (double)(c1 - c0) / (double)(t1 - t0);
 	return tsc_per_ns;
+}
+
+void bench_tsc_set(double v)
+{
+	if (v > 0)
+		tsc_per_ns = v;
 }
 
 double bench_tsc_per_ns(void)
@@ -150,4 +159,55 @@ void bench_topology(int cpu_a, int cpu_b, char *buf, size_t cap)
 		fclose(f);
 	snprintf(buf, cap, "%s; %ld online CPUs; processes pinned to CPU %d and CPU %d", model,
 		 sysconf(_SC_NPROCESSORS_ONLN), cpu_a, cpu_b);
+}
+
+/* ---- hardware counters ---- */
+
+static int hw_fd[2] = { -1, -1 };
+
+static int hw_open_one(uint64_t config, int group)
+{
+	struct perf_event_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.type = PERF_TYPE_HARDWARE;
+	a.size = sizeof(a);
+	a.config = config;
+	a.exclude_hv = 1;
+	a.disabled = group < 0;
+	return (int)syscall(SYS_perf_event_open, &a, 0, -1, group, 0);
+}
+
+int bench_hw_open(char *why, size_t cap)
+{
+	hw_fd[0] = hw_open_one(PERF_COUNT_HW_CPU_CYCLES, -1);
+	if (hw_fd[0] >= 0)
+		hw_fd[1] = hw_open_one(PERF_COUNT_HW_INSTRUCTIONS, hw_fd[0]);
+	if (hw_fd[0] < 0 || hw_fd[1] < 0) {
+		int e = errno;
+		snprintf(why, cap, "hardware counters unavailable: perf_event_open: %s", strerror(e));
+		if (hw_fd[0] >= 0)
+			close(hw_fd[0]);
+		hw_fd[0] = hw_fd[1] = -1;
+		return -e;
+	}
+	ioctl(hw_fd[0], PERF_EVENT_IOC_ENABLE, PERF_IOC_FLAG_GROUP);
+	snprintf(why, cap, "hardware counters: cycles and instructions (perf_event_open)");
+	return 0;
+}
+
+void bench_hw_read(struct bench_hw *h)
+{
+	h->valid = hw_fd[0] >= 0 && read(hw_fd[0], &h->raw[0], 8) == 8 &&
+		   read(hw_fd[1], &h->raw[1], 8) == 8;
+}
+
+void bench_hw_delta(const struct bench_hw *a, const struct bench_hw *b, uint64_t n,
+		    struct bench_hw *out)
+{
+	out->valid = a->valid && b->valid && n;
+	if (out->valid) {
+		out->cycles = (double)(b->raw[0] - a->raw[0]) / (double)n;
+		out->instructions = (double)(b->raw[1] - a->raw[1]) / (double)n;
+	}
 }

@@ -7,6 +7,7 @@
 #define PORTAL_BENCH_UTIL_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 /* ---- clock ---- */
@@ -14,6 +15,8 @@
 /* Calibrate the TSC against CLOCK_MONOTONIC (about 50 ms). Returns ticks/ns. */
 double bench_tsc_calibrate(void);
 double bench_tsc_per_ns(void);
+/* Use a calibration made elsewhere (another process on the same TSC). */
+void bench_tsc_set(double ticks_per_ns);
 /* Cost of one bench_now() pair, in ticks (the minimum over many tries). */
 uint64_t bench_timer_overhead(void);
 
@@ -68,3 +71,18 @@ int bench_pin(int cpu);
 void bench_topology(int cpu_a, int cpu_b, char *buf, size_t cap);
 
 #endif
+
+/* ---- hardware counters (perf_event_open), where the machine has them ---- */
+
+struct bench_hw {
+	bool valid;
+	double cycles, instructions; /* per message, after bench_hw_delta */
+	uint64_t raw[2];
+};
+
+/* Open cycle and instruction counters for the calling thread. Returns 0,
+ * or a negative errno and a reason in WHY (e.g. unsupported in this VM). */
+int bench_hw_open(char *why, size_t cap);
+void bench_hw_read(struct bench_hw *h);
+void bench_hw_delta(const struct bench_hw *a, const struct bench_hw *b, uint64_t n,
+		    struct bench_hw *out);

@@ -7,4 +7,4 @@ portal_install_deps
 build=${PORTAL_BUILD_DIR:-$PORTAL_ROOT/build}
 portal_build "$build" -DPORTAL_TESTS=OFF -DPORTAL_BENCH=ON
 mkdir -p "$PORTAL_ROOT/out"
-exec "$build/bin/portal-bench" --quick --json "$PORTAL_ROOT/out/bench.json" "$@"
+exec "$build/bin/portal-bench" --quick --json "$PORTAL_ROOT/out/bench.json" --out "$PORTAL_ROOT/out" "$@"
