@@ -62,6 +62,8 @@ static const struct portal_doorbell_ops *ops_for(uint32_t backend)
 	switch (backend) {
 	case PORTAL_DOORBELL_FUTEX:   return &portal_doorbell_futex_ops;
 	case PORTAL_DOORBELL_EVENTFD: return &portal_doorbell_eventfd_ops;
+	case PORTAL_DOORBELL_IVSHMEM: return &portal_doorbell_ivshmem_ops;
+	case PORTAL_DOORBELL_STREAM:  return &portal_doorbell_stream_ops;
 	default:                      return NULL;
 	}
 }

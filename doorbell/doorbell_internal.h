@@ -5,12 +5,15 @@
  * doorbell.c runs the protocol (spin, arm, fence, re-check, disarm) that is
  * the same for every backend; a backend only knows how to wake the waiter,
  * how the waiter sleeps, and how to give it an fd. One file per backend:
- * futex.c, eventfd.c (ivshmem and stream come later the same way).
+ * futex.c, eventfd.c, ivshmem.c (host and guest sides; the guest device is
+ * ivshmem_guest.c, the server client ivshmem_client.c), stream.c.
  */
 #ifndef PORTAL_DOORBELL_INTERNAL_H
 #define PORTAL_DOORBELL_INTERNAL_H
 
+#include <assert.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -48,6 +51,15 @@ struct portal_doorbell_ops {
 
 extern const struct portal_doorbell_ops portal_doorbell_futex_ops;
 extern const struct portal_doorbell_ops portal_doorbell_eventfd_ops;
+extern const struct portal_doorbell_ops portal_doorbell_ivshmem_ops;
+extern const struct portal_doorbell_ops portal_doorbell_stream_ops;
+
+/* How an ivshmem handle rings and sleeps (chosen at attach from opts). */
+enum portal_db_ivshmem_mode {
+	PORTAL_DB_IVS_HOST = 1,   /* eventfds from an ivshmem server */
+	PORTAL_DB_IVS_GUEST_IRQ,  /* guest: ring BAR0, wait on an MSI-X eventfd */
+	PORTAL_DB_IVS_GUEST_POLL, /* guest: ring BAR0, waiter polls wake_seq */
+};
 
 struct portal_doorbell {
 	struct portal_doorbell_shm *shm;
@@ -57,12 +69,29 @@ struct portal_doorbell {
 	uint32_t role;               /* enum portal_doorbell_role */
 	int64_t spin_ns;             /* <= 0: no spin phase */
 
-	/* eventfd backend: our dup of the shared eventfd. futex backend: the
-	 * private eventfd the helper thread writes. -1 when none. */
+	/* eventfd backend: our dup of the shared eventfd. futex backend and
+	 * ivshmem polling mode: the private eventfd the helper thread writes.
+	 * ivshmem host / guest IRQ: our dup of the eventfd we wait on or ring.
+	 * stream backend: our dup of the stream fd. -1 when none; doorbell.c
+	 * closes it at detach. */
 	int efd;
 	bool efd_nonblock;           /* O_NONBLOCK is set on efd */
 
-	/* futex backend, fd path: the helper thread. */
+	/* ivshmem backend. */
+	struct {
+		enum portal_db_ivshmem_mode mode;
+		portal_ivshmem_guest_t *guest; /* guest modes; not owned */
+		uint32_t peer, vector;         /* guest notifier: whom to ring */
+	} ivs;
+
+	/* stream backend. */
+	struct {
+		bool is_socket;      /* send/recv with MSG_DONTWAIT; else poll */
+		uint32_t drained;    /* waiter: bytes read so far (private copy
+		                      * of the shared stream_drained word) */
+	} stream;
+
+	/* futex backend and ivshmem polling mode, fd path: the helper thread. */
 	struct {
 		bool started;
 		pthread_t tid;
@@ -74,6 +103,33 @@ struct portal_doorbell {
 
 	struct portal_doorbell_stats st;
 };
+
+/*
+ * Stream backend words. They sit in padding of struct portal_doorbell_shm
+ * that abi.h does not name yet (abi.h is owned elsewhere; the request to name
+ * them is in ivshmem-server/README.md):
+ *   stream_drained  offset 132, in the waiter's line (pad1[0..3]): bytes
+ *                   the waiter has read from the stream; waiter-written
+ *   stream_sent     offset 260, the notifier line's `reserved` word: bytes
+ *                   notifiers have written; notifier-written (atomic add)
+ * Every other backend leaves them 0.
+ */
+#define PORTAL_DB_STREAM_DRAINED_OFF 132
+#define PORTAL_DB_STREAM_SENT_OFF    260
+static_assert(offsetof(struct portal_doorbell_shm, pad1) == PORTAL_DB_STREAM_DRAINED_OFF,
+	      "stream_drained overlays pad1");
+static_assert(offsetof(struct portal_doorbell_shm, reserved) == PORTAL_DB_STREAM_SENT_OFF,
+	      "stream_sent overlays reserved");
+
+static inline _Atomic uint32_t *portal_db_stream_drained(struct portal_doorbell_shm *shm)
+{
+	return (_Atomic uint32_t *)(void *)((char *)shm + PORTAL_DB_STREAM_DRAINED_OFF);
+}
+
+static inline _Atomic uint32_t *portal_db_stream_sent(struct portal_doorbell_shm *shm)
+{
+	return (_Atomic uint32_t *)(void *)((char *)shm + PORTAL_DB_STREAM_SENT_OFF);
+}
 
 /* Monotonic clock in nanoseconds. */
 int64_t portal_db_now_ns(void);
