@@ -4,6 +4,7 @@
  * whatever memory a backend maps. Everything read from the mapping is copied
  * into the handle at attach and checked; the handle's copy is authoritative.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -44,28 +45,102 @@ struct portal_region {
 static const struct portal_region_backend *const backends[] = {
 	&portal_region_backend_shm, &portal_region_backend_memfd,
 	&portal_region_backend_fd, &portal_region_backend_file,
+	&portal_region_backend_ivshmem, &portal_region_backend_pmem,
 };
 
-/* "scheme:rest" -> backend and rest; no scheme means shm. */
-static const struct portal_region_backend *parse_uri(const char *uri, const char **rest)
-{
-	const char *colon;
+/* A URI taken apart: the backend, the name it gets, and the window. */
+struct uri {
+	const struct portal_region_backend *be;
+	char name[4096];
+	struct portal_region_window w;
+};
 
+/* "4096", "0x1000", "2M": bytes, with an optional k/M/G (binary) suffix. */
+static int parse_bytes(const char *s, size_t n, uint64_t *out)
+{
+	char buf[32], *end;
+	unsigned long long v;
+	unsigned shift = 0;
+
+	if (n == 0 || n >= sizeof(buf) || *s == '-' || *s == '+')
+		return -EINVAL;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	errno = 0;
+	v = strtoull(buf, &end, 0);
+	if (errno || end == buf)
+		return -EINVAL;
+	if (*end) {
+		shift = *end == 'k' || *end == 'K' ? 10 : *end == 'M' ? 20 : *end == 'G' ? 30 : 64;
+		if (shift == 64 || end[1] || v > (UINT64_MAX >> shift))
+			return -EINVAL;
+	}
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+/* "offset=N&size=N&devdax" (file:, fd: and pmem: only). */
+static int parse_window(const char *q, const struct portal_region_backend *be,
+			struct portal_region_window *w)
+{
+	memset(w, 0, sizeof(*w));
+	w->given = true;
+	while (*q) {
+		size_t n = strcspn(q, "&");
+		const char *eq = memchr(q, '=', n);
+		size_t k = eq ? (size_t)(eq - q) : n;
+		int rc = 0;
+
+		if (k == 6 && !memcmp(q, "offset", 6) && eq)
+			rc = parse_bytes(eq + 1, n - k - 1, &w->offset);
+		else if (k == 4 && !memcmp(q, "size", 4) && eq)
+			rc = parse_bytes(eq + 1, n - k - 1, &w->size);
+		else if (k == 6 && !memcmp(q, "devdax", 6) && !eq && be == &portal_region_backend_file)
+			w->devdax = true;
+		else
+			rc = -EINVAL;
+		if (rc)
+			return rc;
+		q += n;
+		if (*q == '&')
+			q++;
+	}
+	return 0;
+}
+
+/* "scheme:rest[?query]"; no scheme means shm. */
+static int parse_uri(const char *uri, struct uri *u)
+{
+	const char *colon, *rest = NULL, *q;
+	size_t n;
+
+	memset(u, 0, sizeof(*u));
 	if (!uri)
-		return NULL;
+		return -EINVAL;
 	colon = strchr(uri, ':');
 	if (!colon) {
-		*rest = uri;
-		return &portal_region_backend_shm;
+		rest = uri;
+		u->be = &portal_region_backend_shm;
 	}
-	for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-		size_t n = strlen(backends[i]->scheme);
+	for (size_t i = 0; colon && i < sizeof(backends) / sizeof(backends[0]); i++) {
+		n = strlen(backends[i]->scheme);
 		if ((size_t)(colon - uri) == n && !memcmp(uri, backends[i]->scheme, n)) {
-			*rest = colon + 1;
-			return backends[i];
+			rest = colon + 1;
+			u->be = backends[i];
 		}
 	}
-	return NULL;
+	if (!u->be)
+		return -EINVAL;
+	q = NULL;
+	if (u->be == &portal_region_backend_file || u->be == &portal_region_backend_fd ||
+	    u->be == &portal_region_backend_pmem)
+		q = strchr(rest, '?');
+	n = q ? (size_t)(q - rest) : strlen(rest);
+	if (n >= sizeof(u->name))
+		return -EINVAL;
+	memcpy(u->name, rest, n);
+	u->name[n] = '\0';
+	return q ? parse_window(q + 1, u->be, &u->w) : 0;
 }
 
 static uint32_t crc(const void *p, size_t n)
@@ -268,21 +343,51 @@ static void handle_free(portal_region_t *r)
 	free(r);
 }
 
-static int map_fd(portal_region_t *r, bool readonly)
+int portal_region_file_extent(int fd, const struct portal_region_window *w, uint64_t *offset,
+			      uint64_t *len)
 {
+	uint64_t base = 0, avail, off = w ? w->offset : 0, size = w ? w->size : 0;
 	struct stat st;
-	void *p;
+	int rc;
 
-	if (fstat(r->fd, &st) < 0)
+	if (fstat(fd, &st) < 0)
 		return -errno;
-	if (st.st_size < (off_t)PORTAL_REGION_HEADER_SIZE)
+	if (st.st_size < 0)
+		return -EINVAL;
+	avail = (uint64_t)st.st_size;
+	if (w && w->devdax) {
+		rc = portal_region_devdax_data(fd, avail, &base, &avail);
+		if (rc)
+			return rc;
+	}
+	if (off % PAGE || off > avail || size > avail - off)
+		return -EINVAL;
+	*offset = base + off;
+	*len = size ? size : avail - off;
+	return 0;
+}
+
+/* Map the extent of r->fd that the backend and the URI's window name. */
+static int map_fd(portal_region_t *r, const struct uri *u, bool readonly)
+{
+	uint64_t off, len;
+	void *p;
+	int rc;
+
+	rc = u->be->extent ? u->be->extent(r->fd, &u->w, &off, &len)
+			   : portal_region_file_extent(r->fd, &u->w, &off, &len);
+	if (rc)
+		return rc;
+	if (len < PORTAL_REGION_HEADER_SIZE)
 		return PORTAL_ESIZE;
-	p = mmap(NULL, (size_t)st.st_size, readonly ? PROT_READ : PROT_READ | PROT_WRITE,
-		 MAP_SHARED, r->fd, 0);
+	if (len > SIZE_MAX || off > (uint64_t)INT64_MAX)
+		return -EINVAL;
+	p = mmap(NULL, (size_t)len, readonly ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED,
+		 r->fd, (off_t)off);
 	if (p == MAP_FAILED)
 		return -errno;
 	r->base = p;
-	r->size = (uint64_t)st.st_size;
+	r->size = len;
 	r->mapped = true;
 	return 0;
 }
@@ -323,45 +428,62 @@ static void format_region(portal_region_t *r, uint32_t dir_cap, uint32_t parts, 
 	atomic_store_explicit(&h->dir_count, 0, memory_order_release);
 }
 
+/* Backings whose size is fixed or found in place: create keeps it. */
+static bool keeps_size(const struct uri *u)
+{
+	return u->w.given || u->be == &portal_region_backend_file ||
+	       u->be == &portal_region_backend_ivshmem || u->be == &portal_region_backend_pmem;
+}
+
 int portal_region_create(const char *uri, const struct portal_region_opts *opts,
 			 portal_region_t **out)
 {
 	static const struct portal_region_opts defaults;
-	const struct portal_region_backend *be;
-	const char *rest;
+	struct uri *u;
 	portal_region_t *r;
 	uint64_t size, min;
 	uint32_t dir_cap, parts;
+	bool excl;
 	int rc;
 
 	if (!opts)
 		opts = &defaults;
-	be = parse_uri(uri, &rest);
-	if (!be || !out || (opts->flags & ~PORTAL_REGION_F_MASK) ||
-	    (opts->flags & PORTAL_REGION_F_READONLY))
+	if (!out || (opts->flags & ~PORTAL_REGION_F_MASK) || (opts->flags & PORTAL_REGION_F_READONLY))
 		return -EINVAL;
 	dir_cap = opts->dir_capacity ? opts->dir_capacity : DEFAULT_DIR_CAP;
 	parts = opts->part_count ? opts->part_count : DEFAULT_PARTS;
 	if (parts < 2 || parts > PORTAL_REGION_MAX_PARTS || dir_cap > (1u << 16))
 		return -EINVAL;
+	u = malloc(sizeof(*u));
+	if (!u)
+		return -ENOMEM;
+	rc = parse_uri(uri, u);
+	excl = opts->flags & PORTAL_REGION_F_EXCL;
+	/* A window is laid into an existing backing, never made or resized. */
+	if (rc == 0 && u->w.given && excl)
+		rc = -EINVAL;
 	size = opts->size ? align_up(opts->size, PAGE) : 0;
-	if (!opts->size && be != &portal_region_backend_file)
+	if (rc == 0 && !opts->size && !keeps_size(u))
 		size = DEFAULT_SIZE;
 	min = align_up(PORTAL_REGION_HEADER_SIZE + (uint64_t)dir_cap * sizeof(struct portal_dir_entry),
 		       PAGE);
-	if (size && (size <= min || size > UINT64_C(1) << 40))
-		return -EINVAL;
-
-	r = handle_new();
-	if (!r)
-		return -ENOMEM;
-	rc = be->create(rest, size, opts->flags & PORTAL_REGION_F_EXCL, &r->fd);
-	if (rc == 0)
-		rc = map_fd(r, false);
-	if (rc == 0 && r->size <= min)
+	if (rc == 0 && size && (size <= min || size > UINT64_C(1) << 40))
 		rc = -EINVAL;
+	r = rc ? NULL : handle_new();
+	if (rc == 0 && !r)
+		rc = -ENOMEM;
+	if (rc == 0)
+		rc = u->w.given ? u->be->open(u->name, false, &r->fd)
+				: u->be->create(u->name, size, excl, &r->fd);
+	if (rc == 0)
+		rc = map_fd(r, u, false);
+	/* A backing that keeps its size must already have the size asked for. */
+	if (rc == 0 && (r->size <= min || r->size > UINT64_C(1) << 40 || (size && r->size != size)))
+		rc = -EINVAL;
+	free(u);
 	if (rc) {
-		handle_free(r);
+		if (r)
+			handle_free(r);
 		return rc;
 	}
 	format_region(r, dir_cap, parts, opts->region_id);
@@ -392,29 +514,34 @@ int portal_region_attach(const char *uri, const struct portal_region_opts *opts,
 			 portal_region_t **out)
 {
 	static const struct portal_region_opts defaults;
-	const struct portal_region_backend *be;
-	const char *rest;
-	portal_region_t *r;
+	struct uri *u;
+	portal_region_t *r = NULL;
 	bool ro;
 	int rc;
 
 	if (!opts)
 		opts = &defaults;
-	be = parse_uri(uri, &rest);
-	if (!be || !out || (opts->flags & ~PORTAL_REGION_F_MASK))
+	if (!out || (opts->flags & ~PORTAL_REGION_F_MASK))
 		return -EINVAL;
-	ro = opts->flags & PORTAL_REGION_F_READONLY;
-	r = handle_new();
-	if (!r)
+	u = malloc(sizeof(*u));
+	if (!u)
 		return -ENOMEM;
-	rc = be->open(rest, ro, &r->fd);
+	rc = parse_uri(uri, u);
+	ro = opts->flags & PORTAL_REGION_F_READONLY;
+	if (rc == 0 && !(r = handle_new()))
+		rc = -ENOMEM;
 	if (rc == 0)
-		rc = map_fd(r, ro);
+		rc = u->be->open(u->name, ro, &r->fd);
+	if (rc == 0)
+		rc = map_fd(r, u, ro);
 	if (rc == 0)
 		rc = attach_common(r, opts);
+	free(u);
 	if (rc) {
-		portal_log(PORTAL_LOG_WARN, "region %s: attach refused: %s", uri, portal_strerror(rc));
-		handle_free(r);
+		portal_log(PORTAL_LOG_WARN, "region %s: attach refused: %s", uri ? uri : "(null)",
+			   portal_strerror(rc));
+		if (r)
+			handle_free(r);
 		return rc;
 	}
 	*out = r;
@@ -460,10 +587,17 @@ int portal_region_detach(portal_region_t *r)
 
 int portal_region_destroy(const char *uri)
 {
-	const char *rest;
-	const struct portal_region_backend *be = parse_uri(uri, &rest);
+	struct uri *u = malloc(sizeof(*u));
+	int rc;
 
-	return be ? be->destroy(rest) : -EINVAL;
+	if (!u)
+		return -ENOMEM;
+	rc = parse_uri(uri, u);
+	/* A window lies in a backing that holds more than the region. */
+	if (rc == 0)
+		rc = u->w.given ? -EOPNOTSUPP : u->be->destroy(u->name);
+	free(u);
+	return rc;
 }
 
 void *portal_region_base(const portal_region_t *r) { return r->base; }

@@ -15,9 +15,35 @@
  *   file:/path    any file: a plain host file, a hugetlbfs file, or the file
  *                 QEMU maps as memory-backend-file for ivshmem or virtio-pmem
  *   fd:N          attach only: an inherited file descriptor (memfd, shm, file)
+ *   ivshmem:[ADDR]  inside a QEMU guest: BAR2 of an ivshmem-plain or
+ *                 ivshmem-doorbell PCI device (1af4:1110), the first one in
+ *                 address order, or the one at ADDR ("0000:00:04.0"); the
+ *                 region is the whole BAR. The host side is file: on the
+ *                 memory-backend-file
+ *   pmem:/dev/daxN.M  inside a guest: a device-dax instance (virtio-pmem
+ *                 configured as devdax), mapped directly; the region is the
+ *                 whole device, in whole units of its alignment
+ *   pmem:/path    inside a guest: a file on a filesystem mounted with DAX;
+ *                 -EOPNOTSUPP if the file is not DAX
+ *
+ * Windows. file:, fd: and pmem: take a query that maps part of the backing:
+ *   ?offset=N     start N bytes in (file: a page multiple; devdax: a
+ *                 multiple of the alignment); N may end in k, M or G
+ *   ?size=N       N bytes (default: to the end)
+ *   ?devdax       file: only: the file is a virtio-pmem image whose
+ *                 namespace a guest made devdax; map the data area that the
+ *                 NVDIMM_DAX_INFO block at byte 4096 describes (offsets in
+ *                 the same query count from there). This is the host's side
+ *                 of pmem:/dev/daxN.M: byte k of the device is byte k here
+ * e.g. "file:/var/lib/vm/pmem.img?devdax", "file:/dev/shm/x?offset=2M".
+ * A window is laid into an existing backing: create never makes, truncates
+ * or resizes it (opts.size must be 0 or the window's size, F_EXCL is
+ * -EINVAL), and destroy refuses it (-EOPNOTSUPP). In a file: path, '?'
+ * always starts the query.
  *
  * The backing outlives every handle: detach leaves it, and
- * portal_region_destroy removes it.
+ * portal_region_destroy removes it (not for ivshmem: and pmem:, whose memory
+ * belongs to the host: -EOPNOTSUPP).
  *
  * Concurrency: one portal_region_t is used by one thread at a time for
  * create/alloc/detach; lookup, base and heartbeat may run concurrently.
@@ -44,7 +70,9 @@ typedef struct portal_region portal_region_t;
 #define PORTAL_REGION_F_MASK     0x3u
 
 struct portal_region_opts {
-	uint64_t size;          /* create: total bytes; 0 = 1 MiB. Rounded up to a page */
+	uint64_t size;          /* create: total bytes; 0 = 1 MiB (file:, ivshmem:,
+	                         * pmem: and windows: the backing's size). Rounded
+	                         * up to a page */
 	uint32_t dir_capacity;  /* create: directory entries; 0 = 64 */
 	uint32_t part_count;    /* create: participant slots; 0 = 2 */
 	uint32_t region_id;     /* create: 0 = random nonzero */
@@ -59,8 +87,9 @@ struct portal_region_opts {
  * region (without PORTAL_REGION_F_EXCL) reformats it with a new epoch; never
  * do that while peers still map it (a smaller size would fault them): use
  * F_EXCL, or portal_region_destroy first.
- * Returns 0, -EINVAL (bad URI, size or flags), -EEXIST (F_EXCL and it
- * exists), or a negative errno from the backend.
+ * Returns 0, -EINVAL (bad URI, size or flags; a device or window whose
+ * size is not opts->size), -EEXIST (F_EXCL and it exists; always for
+ * ivshmem: and pmem:), or a negative errno from the backend.
  */
 PORTAL_API int portal_region_create(const char *uri, const struct portal_region_opts *opts,
 				    portal_region_t **out);
