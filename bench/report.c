@@ -530,10 +530,10 @@ static void plots(const char *dir)
 		"set style fill solid 0.8 border -1\nset xtics rotate by -30\nset grid ytics\n"
 		"set output 'rtt_latency.png'\n"
 		"set title 'Round trip, busy-poll, 64 bytes (median of repetitions)'\n"
-		"set logscale y\nset ylabel 'ns'\n"
+		"set logscale y\nset yrange [50:*]\nset ylabel 'ns'\n"
 		"plot 'rtt.dat' using 2:xtic(1) title 'p50', '' using 3 title 'p99', "
 		"'' using 4 title 'p99.9'\n"
-		"set output 'throughput.png'\n"
+		"set output 'throughput.png'\nunset logscale y\nset yrange [0:*]\n"
 		"set title 'Streaming throughput by payload size (largest burst measured)'\n"
 		"set ylabel 'M msg/s'\n"
 		"plot 'stream.dat' using 2:xtic(1) title '64 B', '' using 3 title '1024 B'\n");
