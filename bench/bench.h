@@ -101,6 +101,21 @@ extern const struct bsys bsys_futex, bsys_eventfd, bsys_uds, bsys_pipe;
 extern const struct bsys bsys_nng, bsys_zmq, bsys_iceoryx;
 extern const struct bsys bsys_rte_ring, bsys_rte_ring_mpmc, bsys_ck_ring, bsys_urcu_wfcq;
 
+/*
+ * A system whose library was not found at configure time stays in the
+ * tables: its setup reports it skipped, naming the Debian package.
+ */
+int bench_not_built(char *why, size_t whycap, const char *package);
+#define BSYS_NOT_BUILT(ident, sysname, desc, capbits, package)                        \
+	static int ident##_not_built(struct bsys_env *env, char *why, size_t whycap)  \
+	{                                                                             \
+		(void)env;                                                            \
+		return bench_not_built(why, whycap, package);                         \
+	}                                                                             \
+	const struct bsys ident = { .name = sysname, .what = desc, .caps = capbits,   \
+				    .max_payload = BENCH_MAX_PAYLOAD,                  \
+				    .setup = ident##_not_built }
+
 /* ---- payloads: every message carries its sequence number and a pattern ---- */
 
 /* Sequence first (and inverted last when len >= 16), a fixed pattern between. */

@@ -32,6 +32,12 @@ const struct bsys *const bench_systems[] = {
 
 #define CTL_OBJ "ctl"
 
+int bench_not_built(char *why, size_t whycap, const char *package)
+{
+	snprintf(why, whycap, "not built: package %s was not found at configure time", package);
+	return -ENOTSUP;
+}
+
 static struct inst insts[MAX_INST];
 static int ninst;
 

@@ -345,19 +345,6 @@ const struct bsys bsys_ck_ring = {
 
 #else /* !BENCH_HAVE_CK */
 
-static int ck_missing(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without libck: package libck-dev not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_ck_ring = {
-	.name = "ck_ring",
-	.what = CK_WHAT,
-	.caps = CK_CAPS,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = ck_missing,
-};
+BSYS_NOT_BUILT(bsys_ck_ring, "ck_ring", CK_WHAT, CK_CAPS, "libck-dev");
 
 #endif /* BENCH_HAVE_CK */

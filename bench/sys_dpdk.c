@@ -519,27 +519,8 @@ const struct bsys bsys_rte_ring_mpmc = {
 
 #else /* !BENCH_HAVE_DPDK */
 
-static int rr_missing(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without libdpdk: package libdpdk-dev not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_rte_ring = {
-	.name = "rte_ring",
-	.what = RR_WHAT_SPSC,
-	.caps = RR_CAPS,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = rr_missing,
-};
-
-const struct bsys bsys_rte_ring_mpmc = {
-	.name = "rte_ring-mpmc",
-	.what = RR_WHAT_MPMC,
-	.caps = RR_CAPS | BSYS_MP,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = rr_missing,
-};
+BSYS_NOT_BUILT(bsys_rte_ring, "rte_ring", RR_WHAT_SPSC, RR_CAPS, "libdpdk-dev");
+BSYS_NOT_BUILT(bsys_rte_ring_mpmc, "rte_ring-mpmc", RR_WHAT_MPMC, RR_CAPS | BSYS_MP,
+	       "libdpdk-dev");
 
 #endif /* BENCH_HAVE_DPDK */

@@ -592,20 +592,7 @@ const struct bsys bsys_iceoryx = {
 
 #else /* !BENCH_HAVE_ICEORYX */
 
-static int iox_sys_setup(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without iceoryx: package libiceoryx-binding-c-dev "
-		 "not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_iceoryx = {
-	.name = "iceoryx",
-	.what = "iceoryx publish/subscribe via RouDi (not built)",
-	.caps = BSYS_RTT | BSYS_BLOCK | BSYS_STREAM,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = iox_sys_setup,
-};
+BSYS_NOT_BUILT(bsys_iceoryx, "iceoryx", "iceoryx publish/subscribe via RouDi (not built)",
+	       BSYS_RTT | BSYS_BLOCK | BSYS_STREAM, "libiceoryx-binding-c-dev");
 
 #endif

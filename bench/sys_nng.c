@@ -281,20 +281,7 @@ const struct bsys bsys_nng = {
 
 #else /* !BENCH_HAVE_NNG */
 
-static int nng_sys_setup(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without libnng: package libnng-dev "
-		 "not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_nng = {
-	.name = "nng",
-	.what = "nng pair0 over ipc (not built)",
-	.caps = BSYS_RTT | BSYS_BLOCK | BSYS_STREAM,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = nng_sys_setup,
-};
+BSYS_NOT_BUILT(bsys_nng, "nng", "nng pair0 over ipc (not built)",
+	       BSYS_RTT | BSYS_BLOCK | BSYS_STREAM, "libnng-dev");
 
 #endif

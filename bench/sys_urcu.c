@@ -402,19 +402,6 @@ const struct bsys bsys_urcu_wfcq = {
 
 #else /* !BENCH_HAVE_URCU */
 
-static int uq_missing(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without liburcu: package liburcu-dev not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_urcu_wfcq = {
-	.name = "urcu-wfcqueue",
-	.what = UQ_WHAT,
-	.caps = UQ_CAPS,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = uq_missing,
-};
+BSYS_NOT_BUILT(bsys_urcu_wfcq, "urcu-wfcqueue", UQ_WHAT, UQ_CAPS, "liburcu-dev");
 
 #endif /* BENCH_HAVE_URCU */

@@ -255,20 +255,7 @@ const struct bsys bsys_zmq = {
 
 #else /* !BENCH_HAVE_ZMQ */
 
-static int zmq_sys_setup(struct bsys_env *env, char *why, size_t whycap)
-{
-	(void)env;
-	snprintf(why, whycap, "built without libzmq: package libzmq3-dev "
-		 "not found at configure time");
-	return -ENOTSUP;
-}
-
-const struct bsys bsys_zmq = {
-	.name = "zmq",
-	.what = "ZeroMQ ZMQ_PAIR over ipc (not built)",
-	.caps = BSYS_RTT | BSYS_BLOCK | BSYS_STREAM,
-	.max_payload = BENCH_MAX_PAYLOAD,
-	.setup = zmq_sys_setup,
-};
+BSYS_NOT_BUILT(bsys_zmq, "zmq", "ZeroMQ ZMQ_PAIR over ipc (not built)",
+	       BSYS_RTT | BSYS_BLOCK | BSYS_STREAM, "libzmq3-dev");
 
 #endif
