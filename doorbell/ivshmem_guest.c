@@ -51,7 +51,9 @@ struct portal_ivshmem_guest {
 	uint32_t id;                 /* IVPosition, read at open */
 	char bdf[64];
 
-	/* sysfs: the registers, mapped. */
+	/* sysfs: the BAR0 registers, mapped. volatile because these are device
+	 * registers (MMIO): each access must reach the device, exactly once, as a
+	 * 32-bit access. It is not used for synchronisation between threads. */
 	volatile uint32_t *regs;
 	size_t regs_map_len;
 
