@@ -402,6 +402,14 @@ int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 				return rc;
 			avail = (int64_t)(r->peer - head);
 		}
+		/* Honest producers keep prod_tail <= cons_tail + capacity, and
+		 * HEAD was read after the cached prod_tail, so at most capacity
+		 * elements are ever available. More means the cached prod_tail
+		 * is forged: a value about 2^63 ahead of the cache passes the
+		 * signed checks of refresh_prod_mc as "behind cons_head", and
+		 * reads as ahead again once cons_head has moved past the cache. */
+		if (PORTAL_NEVER(avail > (int64_t)r->capacity))
+			return quarantine(r, "producer tail beyond capacity", r->peer);
 		if (avail < (int64_t)n)
 			n = avail > 0 ? (unsigned)avail : 0;
 		if (n == 0) {

@@ -617,6 +617,55 @@ static void t_attach_bad_tails(void **state)
 }
 
 /*
+ * MPMC consumer, found by fuzz/ring.c: a prod_tail forged 2^63 - 1 ahead of
+ * the consumer's cached copy passes the refresh's signed checks (it is ahead
+ * of the cache, and "behind" cons_head) and gets cached; the consumer then
+ * sees nothing available. Once a co-consumer has moved cons_head past the
+ * cached value, the same cached value reads as 2^63 elements available: the
+ * claim must be refused with PORTAL_EPROTO, never cover more than the ring
+ * (the burst asks for more than the capacity, which would read past the
+ * slots).
+ */
+static void t_hostile_prod_tail_2p63(void **state)
+{
+	const struct cfg *c = *state;
+	unsigned fill = c->cap < 8 ? c->cap : 8, big = 2 * c->cap + 8;
+	portal_ring_t *co;
+	struct tu_log log;
+	struct env e;
+	uint64_t cons_head;
+	int rc;
+
+	env_open(&e, c);
+	put(&e, fill, (int)fill);
+	get(&e, 1, 1); /* e.cons caches prod_tail = fill, cons_head = 1 */
+	assert_int_equal(portal_ring_attach(e.mem, e.len, PORTAL_ROLE_CONSUMER, &co), 0);
+	atomic_store(&e.hdr->prod_tail, fill + BIT63 - 1);
+
+	tu_log_capture(&log);
+	/* Asks for more than it caches: refreshes, and finds nothing to take. */
+	rc = portal_ring_dequeue_burst(e.cons, e.out, fill);
+	assert_true(rc == 0 || rc == PORTAL_EPROTO);
+	if (rc == 0) {
+		/* A co-consumer, whose cache is still honest, takes the rest. */
+		rc = portal_ring_dequeue_burst(co, e.out, fill - 1);
+		assert_int_equal(rc, (int)fill - 1);
+		check_seq(&e, e.out, fill - 1);
+		cons_head = atomic_load(&e.hdr->cons_head);
+		rc = portal_ring_dequeue_burst(e.cons, e.out, big);
+		if (rc != PORTAL_EPROTO)
+			fail_msg("dequeue_burst(%u) with prod_tail cached 2^63 ahead: got %d, want EPROTO",
+				 big, rc);
+		assert_int_equal(atomic_load(&e.hdr->cons_head), cons_head);
+	}
+	tu_log_release();
+	assert_quarantined(e.cons, &e);
+	assert_int_equal(log.count[PORTAL_LOG_ERROR], 1);
+	portal_ring_detach(co);
+	env_close(&e);
+}
+
+/*
  * MP/MC rings: a side's own shared head (prod_head for producers, cons_head
  * for MPMC consumers) lives in shared memory too. ring.h: claimants publish
  * in claim order and wait for a preempted claimant before them (a claimant
@@ -1198,6 +1247,11 @@ int main(void)
 		if (cfgs[i].mode != PORTAL_RING_SPSC && cfgs[i].slot == 16 && cfgs[i].cap == 16)
 			tu_suite_add(&s, t_hostile_own_head, &cfgs[i], "hostile_own_head/%s/s16/c16",
 				     mode_name(cfgs[i].mode));
+	for (size_t i = 0; i < n; i++)
+		if (cfgs[i].mode == PORTAL_RING_MPMC)
+			tu_suite_add(&s, t_hostile_prod_tail_2p63, &cfgs[i],
+				     "hostile_prod_tail_2p63/%s/s%u/c%u", mode_name(cfgs[i].mode),
+				     cfgs[i].slot, cfgs[i].cap);
 	tu_suite_add(&s, t_region_glue, NULL, "region_glue");
 	for (size_t i = 0; i < TU_ARRAY_SIZE(mt_cfgs); i++)
 		tu_suite_add(&s, t_mt, &mt_cfgs[i], "mt/%s/s%u/c%u/%uP%uC",
