@@ -142,4 +142,8 @@ int portal_db_eventfd_drain(int fd, bool nonblock);
  * (zero if already past). */
 void portal_db_remaining(int64_t deadline_ns, struct timespec *ts);
 
+/* Start an fd helper thread (futex watcher, ivshmem poller): a small
+ * stack, every signal blocked. Returns 0 or a pthread error number. */
+int doorbell_helper_thread(pthread_t *tid, void *(*fn)(void *), void *arg);
+
 #endif /* PORTAL_DOORBELL_INTERNAL_H */

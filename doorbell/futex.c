@@ -24,7 +24,6 @@
 
 #include "doorbell/doorbell_internal.h"
 
-#define WATCH_STACK_SIZE (128u * 1024u)
 /* Detach re-sends its wake-up this often until the helper has exited. */
 #define WATCH_STOP_RETRY_NS 10000000
 
@@ -128,8 +127,6 @@ static void *watch_main(void *arg)
 
 static int watch_start(struct portal_doorbell *d)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
 	int efd, rc;
 
 	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -147,21 +144,7 @@ static int watch_start(struct portal_doorbell *d)
 	d->efd = efd;
 	d->efd_nonblock = true;
 
-	rc = pthread_attr_init(&attr);
-	if (rc == 0) {
-		size_t stack = WATCH_STACK_SIZE;
-
-		if (stack < (size_t)PTHREAD_STACK_MIN)
-			stack = (size_t)PTHREAD_STACK_MIN;
-		(void)pthread_attr_setstacksize(&attr, stack);
-		/* The helper must never run the application's signal
-		 * handlers: it starts with every signal blocked. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		rc = pthread_create(&d->watch.tid, &attr, watch_main, d);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		pthread_attr_destroy(&attr);
-	}
+	rc = doorbell_helper_thread(&d->watch.tid, watch_main, d);
 	if (rc != 0) {
 		portal_log(PORTAL_LOG_ERROR, "doorbell: cannot start the fd helper thread: %d", rc);
 		close(efd);
@@ -230,3 +213,25 @@ const struct portal_doorbell_ops portal_doorbell_futex_ops = {
 	.fd     = futex_fd,
 	.drain  = futex_drain,
 };
+
+int doorbell_helper_thread(pthread_t *tid, void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	size_t stack = 128u * 1024u; /* the helpers only sleep and write an eventfd */
+	int rc = pthread_attr_init(&attr);
+
+	if (rc)
+		return rc;
+	if (stack < (size_t)PTHREAD_STACK_MIN)
+		stack = (size_t)PTHREAD_STACK_MIN;
+	(void)pthread_attr_setstacksize(&attr, stack);
+	/* A helper must never run the application's signal handlers: it
+	 * starts with every signal blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	rc = pthread_create(tid, &attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&attr);
+	return rc;
+}

@@ -45,7 +45,6 @@
 #include "doorbell/doorbell_internal.h"
 
 #define POLL_MIN_NS 1000
-#define POLL_STACK_SIZE (128u * 1024u)
 
 static int ivs_attach(struct portal_doorbell *d, const struct portal_doorbell_opts *o)
 {
@@ -194,8 +193,6 @@ static void *poll_watch_main(void *arg)
 
 static int poll_watch_start(struct portal_doorbell *d)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
 	int efd, rc;
 
 	efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -209,20 +206,7 @@ static int poll_watch_start(struct portal_doorbell *d)
 	d->efd = efd;
 	d->efd_nonblock = true;
 
-	rc = pthread_attr_init(&attr);
-	if (rc == 0) {
-		size_t stack = POLL_STACK_SIZE;
-
-		if (stack < (size_t)PTHREAD_STACK_MIN)
-			stack = (size_t)PTHREAD_STACK_MIN;
-		(void)pthread_attr_setstacksize(&attr, stack);
-		/* Never run the application's signal handlers. */
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		rc = pthread_create(&d->watch.tid, &attr, poll_watch_main, d);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		pthread_attr_destroy(&attr);
-	}
+	rc = doorbell_helper_thread(&d->watch.tid, poll_watch_main, d);
 	if (rc != 0) {
 		portal_log(PORTAL_LOG_ERROR, "doorbell: cannot start the ivshmem poll thread: %d",
 			   rc);
