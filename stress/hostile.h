@@ -45,7 +45,11 @@
 #include "portal/region.h"
 #include "stress/peer.h"
 
+/* Random phase length cap, seconds; PORTAL_STRESS_HOSTILE_SECONDS overrides
+ * it (the long run in the stress label). */
 #define HOSTILE_RANDOM_SECONDS 4.0
+/* Toggles per flipper burst (hostile_flip). */
+#define HOSTILE_FLIPS 512
 /* A single API call slower than this counts as a hang. Generous: the
  * honest side may be preempted on a small machine, and runs under ASan. */
 #define HOSTILE_SLOW_CALL 2.0
@@ -125,6 +129,14 @@ void honest_unguard(struct honest *h);
  * hostile_done. */
 bool hostile_stop(struct peer *p);
 void hostile_done(struct peer *p);
+/*
+ * The flipper (TOCTOU): toggle WORD between GOOD and BAD HOSTILE_FLIPS times
+ * with no pause, ending on GOOD, while the honest side parses it. A library
+ * that fetched the word twice (check one value, use another) would act on
+ * an unchecked value, and ASan on the honest side would see it. Returns the
+ * stores made (counted as scribbles, and as flips in result extra[1]).
+ */
+uint64_t hostile_flip(_Atomic uint64_t *word, uint64_t good, uint64_t bad);
 /* Pick one of N with a PRNG. */
 static inline unsigned pick(uint64_t *rng, unsigned n)
 {

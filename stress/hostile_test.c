@@ -14,7 +14,11 @@
  * PORTAL_EPROTO on every later call), never crashed, hung or read out of
  * bounds, and ran under ASan. PORTAL_STRESS_HOSTILE_CALLS sets the honest
  * side's API calls in the random phase (default 200000, at most
- * HOSTILE_RANDOM_SECONDS); the arena scenario sends that many / 10 spans.
+ * HOSTILE_RANDOM_SECONDS, or PORTAL_STRESS_HOSTILE_SECONDS); the arena
+ * scenario sends that many / 10 spans. The hostile side's random phase
+ * includes the flipper (hostile_flip: a field toggled between a valid and a
+ * hostile value while the honest side parses it). The last line sums every
+ * scenario: honest calls, hostile writes (scribbles and flips), quarantines.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -32,7 +36,13 @@
 #include "stress/driver.h"
 
 #define DEFAULT_CALLS 200000ull
-#define SCENARIO_TIMEOUT 120
+#define SCENARIO_TIMEOUT 120 /* plus twice the random phase's seconds */
+
+/* Sums over the scenarios that ran, for the summary line. */
+static struct {
+	unsigned scenarios, passed;
+	uint64_t calls, writes, flips, quarantines, must, slowest_us;
+} total;
 
 static const char *const extra_names[8] = {
 	"calls", "quarantines", "attach_refused", "must_detect",
@@ -93,8 +103,11 @@ static void run_scenario(const char *scen)
 	uint64_t calls = driver_env_count("PORTAL_STRESS_HOSTILE_CALLS", DEFAULT_CALLS);
 	const char *skip_why;
 	char count[32], seed[32], tmo[16];
+	const char *secs_env = getenv("PORTAL_STRESS_HOSTILE_SECONDS");
+	int timeout = SCENARIO_TIMEOUT + 2 * (secs_env ? atoi(secs_env) : 0);
 	const char *honest[24], *hostile[24];
 	struct stress_result *h, *x;
+	uint64_t flips;
 	bool ok;
 	int rc;
 
@@ -108,7 +121,7 @@ static void run_scenario(const char *scen)
 	snprintf(count, sizeof(count), "%llu",
 		 (unsigned long long)(!strcmp(scen, "arena") ? calls / 10 + 1 : calls));
 	snprintf(seed, sizeof(seed), "%llu", (unsigned long long)getpid() * 2654435761ull + 1);
-	snprintf(tmo, sizeof(tmo), "%d", SCENARIO_TIMEOUT - 10);
+	snprintf(tmo, sizeof(tmo), "%d", timeout - 10);
 	{
 		const char *h_args[] = { "--uri", run->uri, "--side", "1", "--role", "honest",
 					 "--kind", scen, "--count", count, "--timeout", tmo,
@@ -128,16 +141,19 @@ static void run_scenario(const char *scen)
 		printf("driver: cannot start the peers: %s\n", strerror(-rc));
 		atomic_store(&run->ctl->abort, 1);
 	}
-	ok = driver_wait(run, SCENARIO_TIMEOUT) && rc == 0;
+	ok = driver_wait(run, timeout) && rc == 0;
 
 	h = &run->ctl->res[0];
 	x = &run->ctl->res[1];
 	printf("driver: %s honest:", scen);
 	for (int i = 0; i < 8; i++)
 		printf(" %s=%llu", extra_names[i], (unsigned long long)h->extra[i]);
-	printf(" errors=%llu; hostile scribbles/forgeries=%llu errors=%llu\n",
+	/* The hostile sides keep their flip count in extra[2]; the arena one
+	 * forges spans instead and uses its extras for their kinds. */
+	flips = strcmp(scen, "arena") ? x->extra[2] : 0;
+	printf(" errors=%llu; hostile writes=%llu (flips %llu) errors=%llu\n",
 	       (unsigned long long)h->errors, (unsigned long long)x->messages,
-	       (unsigned long long)x->errors);
+	       (unsigned long long)flips, (unsigned long long)x->errors);
 	if (atomic_load(&h->state) != STRESS_ST_PASSED || atomic_load(&x->state) != STRESS_ST_PASSED ||
 	    h->errors || x->errors) {
 		printf("driver: %s: a side did not pass\n", scen);
@@ -154,6 +170,15 @@ static void run_scenario(const char *scen)
 		ok = false;
 	}
 	printf("driver: hostile scenario %s: %s\n", scen, ok ? "PASS" : "FAIL");
+	total.scenarios++;
+	total.passed += ok;
+	total.calls += h->extra[0];
+	total.quarantines += h->extra[1];
+	total.must += h->extra[3];
+	if (h->extra[5] > total.slowest_us)
+		total.slowest_us = h->extra[5];
+	total.writes += x->messages;
+	total.flips += flips;
 	driver_teardown(run);
 	assert_true(ok);
 }
@@ -191,6 +216,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_teardown(test_arena, teardown),
 	};
 	char want[64];
+	int rc;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	/* Optional: one scenario, or a cmocka filter pattern ("test_msg*"). */
@@ -198,5 +224,12 @@ int main(int argc, char **argv)
 		snprintf(want, sizeof(want), "test_%s", argv[1]);
 		cmocka_set_test_filter(want);
 	}
-	return cmocka_run_group_tests_name("portal.process.hostile", all, NULL, NULL);
+	rc = cmocka_run_group_tests_name("portal.process.hostile", all, NULL, NULL);
+	printf("hostile: scenarios=%u passed=%u honest_calls=%llu hostile_writes=%llu flips=%llu "
+	       "quarantines=%llu must_detect=%llu slowest_call_us=%llu failed=%d\n",
+	       total.scenarios, total.passed, (unsigned long long)total.calls,
+	       (unsigned long long)total.writes, (unsigned long long)total.flips,
+	       (unsigned long long)total.quarantines, (unsigned long long)total.must,
+	       (unsigned long long)total.slowest_us, rc);
+	return rc;
 }

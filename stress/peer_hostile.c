@@ -105,8 +105,12 @@ void honest_report(struct honest *h, const char *extra_name, uint64_t extra)
 
 bool honest_more(struct honest *h)
 {
-	if (h->random_end == 0)
-		h->random_end = stress_now() + HOSTILE_RANDOM_SECONDS;
+	if (h->random_end == 0) {
+		const char *env = getenv("PORTAL_STRESS_HOSTILE_SECONDS");
+		double secs = env ? strtod(env, NULL) : 0;
+
+		h->random_end = stress_now() + (secs > 0 ? secs : HOSTILE_RANDOM_SECONDS);
+	}
 	if (atomic_load_explicit(&h->p->ctl->abort, memory_order_relaxed))
 		return false;
 	return h->calls < h->p->count && ((h->calls & 63) || stress_now() < h->random_end);
@@ -134,6 +138,18 @@ bool hostile_stop(struct peer *p)
 	return atomic_load_explicit(&p->ctl->stop, memory_order_acquire) ||
 	       atomic_load_explicit(&p->ctl->abort, memory_order_relaxed) ||
 	       stress_now() > p->deadline;
+}
+
+uint64_t hostile_flip(_Atomic uint64_t *word, uint64_t good, uint64_t bad)
+{
+	/* Relaxed: the point is to race the honest side's single load, not to
+	 * publish anything; the final GOOD is published by whatever release
+	 * store the caller makes next (or by the heal). */
+	for (unsigned i = 0; i < HOSTILE_FLIPS; i++) {
+		atomic_store_explicit(word, bad, memory_order_relaxed);
+		atomic_store_explicit(word, good, memory_order_relaxed);
+	}
+	return 2 * HOSTILE_FLIPS;
 }
 
 void hostile_done(struct peer *p)
@@ -302,7 +318,7 @@ static int hostile_ring_producer(struct peer *p)
 	struct portal_object_info info;
 	struct lockstep ls = { 0 };
 	struct hring r;
-	uint64_t rng = p->seed, scribbles = 0;
+	uint64_t rng = p->seed, scribbles = 0, flips = 0;
 	int code = 0;
 
 	if (open_raw(p, &info, &r))
@@ -358,6 +374,11 @@ static int hostile_ring_producer(struct peer *p)
 			atomic_store_explicit(&r.h->prod_head, stress_rand(&rng),
 					      memory_order_relaxed);
 			scribbles++;
+		} else if (act < 92) {
+			uint64_t cons = atomic_load_explicit(&r.h->cons_tail, memory_order_relaxed);
+
+			flips += hostile_flip(&r.h->prod_tail, r.pos,
+					      adversarial(&rng, r.pos, cons, r.cap));
 		} else if (act < 96) {
 			uint8_t *s = hr_slot(&r, stress_rand(&rng));
 
@@ -375,8 +396,9 @@ static int hostile_ring_producer(struct peer *p)
 	}
 	hr_heal_prod(&r);
 	hostile_done(p);
-	p->res->messages = scribbles;
+	p->res->messages = scribbles + flips;
 	p->res->extra[0] = scribbles;
+	p->res->extra[2] = flips;
 out:
 	return code;
 }
@@ -388,7 +410,7 @@ static int hostile_ring_consumer(struct peer *p)
 	struct portal_object_info info;
 	struct lockstep ls = { 0 };
 	struct hring r;
-	uint64_t rng = p->seed, scribbles = 0, prod;
+	uint64_t rng = p->seed, scribbles = 0, flips = 0, prod;
 	int code = 0;
 
 	if (open_raw(p, &info, &r))
@@ -438,10 +460,14 @@ static int hostile_ring_consumer(struct peer *p)
 					portal_cpu_relax();
 				hr_heal_cons(&r);
 			}
-		} else if (act < 92) {
+		} else if (act < 88) {
 			atomic_store_explicit(&r.h->cons_head, stress_rand(&rng),
 					      memory_order_relaxed);
 			scribbles++;
+		} else if (act < 92) {
+			prod = atomic_load_explicit(&r.h->prod_tail, memory_order_relaxed);
+			flips += hostile_flip(&r.h->cons_tail, r.pos,
+					      adversarial(&rng, r.pos, prod, r.cap));
 		} else {
 			hr_heal_cons(&r);
 		}
@@ -450,8 +476,9 @@ static int hostile_ring_consumer(struct peer *p)
 	}
 	hr_heal_cons(&r);
 	hostile_done(p);
-	p->res->messages = scribbles;
+	p->res->messages = scribbles + flips;
 	p->res->extra[0] = scribbles;
+	p->res->extra[2] = flips;
 out:
 	return code;
 }

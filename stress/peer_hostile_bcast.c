@@ -86,7 +86,7 @@ static int hostile_bcast_producer(struct peer *p)
 	struct portal_object_info info;
 	struct lockstep ls = { 0 };
 	struct hbc b;
-	uint64_t rng = p->seed, scribbles = 0, cur;
+	uint64_t rng = p->seed, scribbles = 0, flips = 0, cur;
 	int code = 0;
 
 	if (open_raw(p, &info, &b))
@@ -138,10 +138,18 @@ static int hostile_bcast_producer(struct peer *p)
 		} else if (act < 75) {
 			hb_publish(&b, pick(&rng, 2) ? stress_rand(&rng) : b.pos + 2);
 			scribbles++;
-		} else if (act < 85) {
+		} else if (act < 80) {
 			atomic_store_explicit(slot_seq(&b, stress_rand(&rng)), stress_rand(&rng),
 					      memory_order_release);
 			scribbles++;
+		} else if (act < 85) {
+			/* The slot the subscriber reads next, while it reads. */
+			_Atomic uint64_t *w;
+
+			cur = atomic_load_explicit(&b.subs[0].cursor, memory_order_acquire);
+			w = slot_seq(&b, cur);
+			flips += hostile_flip(w, atomic_load_explicit(w, memory_order_relaxed),
+					      stress_rand(&rng));
 		} else if (act < 90) {
 			uint8_t *s = (uint8_t *)slot_seq(&b, stress_rand(&rng)) + 8;
 
@@ -155,8 +163,9 @@ static int hostile_bcast_producer(struct peer *p)
 	}
 	hb_heal_prod(&b);
 	hostile_done(p);
-	p->res->messages = scribbles;
+	p->res->messages = scribbles + flips;
 	p->res->extra[0] = scribbles;
+	p->res->extra[2] = flips;
 out:
 	return code;
 }

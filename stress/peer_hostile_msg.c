@@ -209,7 +209,7 @@ static int hostile_msg_producer(struct peer *p)
 	struct portal_object_info info;
 	struct lockstep ls = { 0 };
 	struct hmsg m;
-	uint64_t rng = p->seed, scribbles = 0, cpos;
+	uint64_t rng = p->seed, scribbles = 0, flips = 0, cpos;
 	uint32_t cseq, off;
 	int code = 0;
 
@@ -310,6 +310,14 @@ static int hostile_msg_producer(struct peer *p)
 			atomic_store_explicit(word(&m, stress_rand(&rng) & ~UINT64_C(7)),
 					      bad_header(&rng, &m, 0, m.seq), memory_order_release);
 			scribbles++;
+		} else if (act < 97) {
+			/* The header the consumer parses next, while it parses. */
+			_Atomic uint64_t *w;
+
+			consumer_at(&m, &cpos, &cseq);
+			w = word(&m, cpos);
+			flips += hostile_flip(w, atomic_load_explicit(w, memory_order_relaxed),
+					      bad_header(&rng, &m, (uint32_t)cpos & (m.cap - 1), cseq));
 		} else {
 			m.data[pick(&rng, m.cap)] = (uint8_t)stress_rand(&rng);
 			scribbles++;
@@ -319,8 +327,9 @@ static int hostile_msg_producer(struct peer *p)
 	}
 	hm_heal_prod(&m);
 	hostile_done(p);
-	p->res->messages = scribbles;
+	p->res->messages = scribbles + flips;
 	p->res->extra[0] = scribbles;
+	p->res->extra[2] = flips;
 out:
 	return code;
 }
@@ -334,7 +343,7 @@ static int hostile_msg_consumer(struct peer *p)
 	struct portal_object_info info;
 	struct lockstep ls = { 0 };
 	struct hmsg m;
-	uint64_t rng = p->seed, scribbles = 0, prod;
+	uint64_t rng = p->seed, scribbles = 0, flips = 0, prod;
 	int code = 0;
 
 	if (open_raw(p, &info, &m))
@@ -393,10 +402,14 @@ static int hostile_msg_consumer(struct peer *p)
 					portal_cpu_relax();
 				hm_heal_cons(&m);
 			}
-		} else if (act < 90) {
+		} else if (act < 88) {
 			atomic_store_explicit(&m.h->cons_seq, (uint32_t)stress_rand(&rng),
 					      memory_order_relaxed);
 			scribbles++;
+		} else if (act < 92) {
+			prod = atomic_load_explicit(&m.h->prod_tail, memory_order_relaxed);
+			flips += hostile_flip(&m.h->cons_head, m.pos,
+					      pick(&rng, 2) ? prod + 8 : stress_rand(&rng));
 		} else {
 			hm_heal_cons(&m);
 		}
@@ -405,8 +418,9 @@ static int hostile_msg_consumer(struct peer *p)
 	}
 	hm_heal_cons(&m);
 	hostile_done(p);
-	p->res->messages = scribbles;
+	p->res->messages = scribbles + flips;
 	p->res->extra[0] = scribbles;
+	p->res->extra[2] = flips;
 out:
 	return code;
 }
