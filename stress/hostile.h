@@ -98,6 +98,8 @@ void h_stop(struct honest *h);
 void h_fail(struct honest *h, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Copy the tallies into the result slot and print them. */
 void honest_report(struct honest *h, const char *extra_name, uint64_t extra);
+/* The random phase's time cap in seconds. */
+double hostile_random_seconds(void);
 /* Random phase: keep going? (count and time) */
 bool honest_more(struct honest *h);
 /* End of the random phase: tell the hostile side, wait until it healed. */

@@ -103,14 +103,18 @@ void honest_report(struct honest *h, const char *extra_name, uint64_t extra)
 	       PEER_ASAN ? "on" : "off");
 }
 
+double hostile_random_seconds(void)
+{
+	const char *env = getenv("PORTAL_STRESS_HOSTILE_SECONDS");
+	double secs = env ? strtod(env, NULL) : 0;
+
+	return secs > 0 ? secs : HOSTILE_RANDOM_SECONDS;
+}
+
 bool honest_more(struct honest *h)
 {
-	if (h->random_end == 0) {
-		const char *env = getenv("PORTAL_STRESS_HOSTILE_SECONDS");
-		double secs = env ? strtod(env, NULL) : 0;
-
-		h->random_end = stress_now() + (secs > 0 ? secs : HOSTILE_RANDOM_SECONDS);
-	}
+	if (h->random_end == 0)
+		h->random_end = stress_now() + hostile_random_seconds();
 	if (atomic_load_explicit(&h->p->ctl->abort, memory_order_relaxed))
 		return false;
 	return h->calls < h->p->count && ((h->calls & 63) || stress_now() < h->random_end);

@@ -309,9 +309,10 @@ int honest_arena(struct peer *p)
 	honest_guard(&h, keep, 3);
 	if ((code = peer_barrier(p)) != 0)
 		goto out;
+	h.random_end = stress_now() + hostile_random_seconds();
 
 	for (;;) {
-		if (!pending && sent < p->count) {
+		if (!pending && sent < p->count && stress_now() < h.random_end) {
 			uint32_t len = 16 + pick(&rng, 1009);
 
 			h_start(&h);
@@ -339,7 +340,7 @@ int honest_arena(struct peer *p)
 				break;
 			}
 		}
-		if (sent == p->count && !stopped) {
+		if (!pending && !stopped && (sent == p->count || stress_now() >= h.random_end)) {
 			/* Release: every span is in to_rx before the flag. */
 			atomic_store_explicit(&p->ctl->stop, 1, memory_order_release);
 			stopped = true;
@@ -370,7 +371,7 @@ int honest_arena(struct peer *p)
 			code = STRESS_EXIT_TIMEOUT;
 			goto out;
 		}
-		if (rc == 0 && (pending || sent == p->count))
+		if (rc == 0 && (pending || stopped))
 			sched_yield();
 	}
 	owner_final_checks(&h, a, x, sent);
