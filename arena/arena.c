@@ -182,6 +182,9 @@ void portal_arena_detach(portal_arena_t *a)
 	free(a->gen);
 	free(a->in_use);
 	free(a->stacks);
+	free(a->tagged);
+	free(a->holder);
+	free(a->sent_seq);
 	free(a);
 }
 
@@ -444,11 +447,31 @@ static enum arena_verdict arena_judge(const portal_arena_t *a, const struct port
 	return V_FORGED; /* in a gap between classes */
 }
 
+/* Free allocated block BLK of class CI: generation bumped, tag dropped. */
+static int arena_free_block(portal_arena_t *a, uint32_t ci, uint32_t blk)
+{
+	struct arena_class *c = &a->cls[ci];
+	uint32_t g;
+
+	/* An allocated block is never on the stack, so there is room. */
+	if (PORTAL_NEVER(c->free_top >= c->count)) {
+		portal_log(PORTAL_LOG_ERROR, "arena: free list overflow in class %u", ci);
+		return -EPROTO;
+	}
+	bit_flip(a->in_use, blk);
+	if (a->tagged && bit_get(a->tagged, blk))
+		bit_flip(a->tagged, blk);
+	g = a->gen[blk] + 1;
+	a->gen[blk] = g ? g : 1;
+	c->free_stack[c->free_top++] = blk - c->first;
+	a->st.frees++;
+	a->st.blocks_in_use--;
+	return 0;
+}
+
 int portal_arena_free(portal_arena_t *a, const struct portal_span *span)
 {
 	uint32_t ci = 0, blk = 0;
-	struct arena_class *c;
-	uint32_t g;
 
 	if (!a || !span)
 		return -EINVAL;
@@ -475,19 +498,7 @@ int portal_arena_free(portal_arena_t *a, const struct portal_span *span)
 		a->st.refused_double++;
 		return PORTAL_ESTALE;
 	}
-	c = &a->cls[ci];
-	/* An allocated block is never on the stack, so there is room. */
-	if (PORTAL_NEVER(c->free_top >= c->count)) {
-		portal_log(PORTAL_LOG_ERROR, "arena: free list overflow in class %u", ci);
-		return -EPROTO;
-	}
-	bit_flip(a->in_use, blk);
-	g = a->gen[blk] + 1;
-	a->gen[blk] = g ? g : 1;
-	c->free_stack[c->free_top++] = blk - c->first;
-	a->st.frees++;
-	a->st.blocks_in_use--;
-	return 0;
+	return arena_free_block(a, ci, blk);
 }
 
 /* ------------------------------------------------------------------ */
@@ -596,4 +607,90 @@ uint64_t arena_state_digest(const portal_arena_t *a)
 	h = fnv1a(h, &a->bump_cursor, sizeof(a->bump_cursor));
 	h = fnv1a(h, &a->bump_epoch, sizeof(a->bump_epoch));
 	return h;
+}
+
+
+/* ------------------------------------------------------------------ */
+/* Crash recovery: blocks held by a dead receiver                      */
+/* ------------------------------------------------------------------ */
+
+int portal_arena_mark_sent(portal_arena_t *a, const struct portal_span *span, uint32_t holder,
+			   uint64_t seq)
+{
+	uint32_t ci = 0, blk = 0;
+
+	if (!a || !span)
+		return -EINVAL;
+	switch (arena_judge(a, span, &ci, &blk)) {
+	case V_BLOCK:
+		break;
+	case V_BUMP:
+		return -EINVAL; /* bump memory comes back with bump_reset */
+	case V_REGION:
+		return PORTAL_EXDEV;
+	case V_RANGE:
+		return PORTAL_ERANGE;
+	case V_FORGED:
+		return PORTAL_EFORGED;
+	default:
+		return PORTAL_ESTALE;
+	}
+	if (!a->tagged) {
+		size_t words = ((size_t)a->nblocks + 63) / 64;
+
+		/* First use: 12 bytes and a bit a block, only for owners that
+		 * recover. */
+		a->tagged = calloc(words, sizeof(*a->tagged));
+		a->holder = malloc(sizeof(*a->holder) * a->nblocks);
+		a->sent_seq = malloc(sizeof(*a->sent_seq) * a->nblocks);
+		if (!a->tagged || !a->holder || !a->sent_seq) {
+			free(a->tagged);
+			free(a->holder);
+			free(a->sent_seq);
+			a->tagged = NULL;
+			a->holder = NULL;
+			a->sent_seq = NULL;
+			return -ENOMEM;
+		}
+	}
+	if (!bit_get(a->tagged, blk))
+		bit_flip(a->tagged, blk);
+	a->holder[blk] = holder;
+	a->sent_seq[blk] = seq;
+	return 0;
+}
+
+int portal_arena_recover(portal_arena_t *a, uint32_t holder, uint64_t taken)
+{
+	uint32_t ci, k;
+	int freed = 0;
+
+	if (!a)
+		return -EINVAL;
+	if (!a->tagged)
+		return 0;
+	for (ci = 0; ci < a->nclasses; ci++) {
+		const struct arena_class *c = &a->cls[ci];
+
+		for (k = 0; k < c->count; k++) {
+			uint32_t blk = c->first + k;
+
+			/* Tagged blocks are allocated: free drops the tag. The
+			 * receiver took SEQ < TAKEN; the rest is still in its
+			 * stream, for its next life. */
+			if (!bit_get(a->tagged, blk) || a->holder[blk] != holder ||
+			    (int64_t)(a->sent_seq[blk] - taken) >= 0)
+				continue;
+			if (PORTAL_NEVER(!bit_get(a->in_use, blk)))
+				continue;
+			if (arena_free_block(a, ci, blk))
+				return freed ? freed : -EPROTO;
+			a->st.recovered++;
+			freed++;
+		}
+	}
+	if (freed)
+		portal_log(PORTAL_LOG_WARN, "arena: %d blocks of dead receiver %u taken back",
+			   freed, holder);
+	return freed;
 }

@@ -41,6 +41,10 @@ struct portal_arena {
 	uint64_t bump_size;
 	uint64_t bump_cursor;    /* bytes handed out in this epoch */
 	uint32_t bump_epoch;     /* generation of bump spans, never 0 */
+	/* Send tags (portal_arena_mark_sent), allocated on first use: */
+	uint64_t *tagged;        /* per block: 1 bit, set while tagged */
+	uint32_t *holder;        /* per block: receiver it was sent to */
+	uint64_t *sent_seq;      /* per block: its place in that stream */
 	struct portal_arena_stats st;
 };
 

@@ -32,6 +32,13 @@ int portal_arena_reclaim(portal_arena_t *a, portal_ring_t *return_ring, unsigned
 		return -EINVAL;
 	if (max > INT_MAX)
 		max = INT_MAX;
+	if (max == 0) {
+		/* Nothing to take, but a quarantined ring (or a wrong role)
+		 * still says so. */
+		int rc = portal_ring_count(return_ring);
+
+		return rc < 0 ? rc : 0;
+	}
 	while (done < max) {
 		unsigned want = max - done < RETURN_BATCH ? max - done : RETURN_BATCH;
 		int n = portal_ring_dequeue_burst(return_ring, buf, want);
@@ -42,6 +49,12 @@ int portal_arena_reclaim(portal_arena_t *a, portal_ring_t *return_ring, unsigned
 		for (i = 0; i < n; i++) {
 			struct portal_span s;
 
+			/* A give-back whose receiver died mid-enqueue, turned
+			 * into poison by ring recovery: nothing to free. */
+			if (portal_ring_is_poison(return_ring, &buf[i])) {
+				a->st.poison_skipped++;
+				continue;
+			}
 			/* Copy out of the slot buffer, then judge the copy. */
 			memcpy(&s, &buf[i].span, sizeof(s));
 			a->st.returned++;

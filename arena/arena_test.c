@@ -1618,6 +1618,160 @@ static void arena_region(void **state)
 	portal_region_detach(reg);
 }
 
+/* ------------------------------------------------------------------ */
+/* Crash recovery: blocks held by a dead receiver                       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The owner sends four spans over an SPSC send ring, tagging each with its
+ * ring position; the receiver takes two, gives one back, and dies. The
+ * owner drains the return ring and recovers: the one taken and kept is
+ * freed, the two still in the send ring stay valid for the receiver's
+ * next life, and a late give-back from the old life is refused as stale.
+ */
+static void arena_recover_dead_receiver(void **state)
+{
+	struct portal_span sp[6], got[6], s;
+	struct rr send, ret;
+	struct fx f;
+	uint64_t taken;
+	uint32_t holder = 3;
+
+	(void)state;
+	fx_open(&f, &cfgs[0]); /* one class of 4 blocks */
+	rr_open(&send, PORTAL_RING_SPSC, 32, 8);
+	rr_open(&ret, PORTAL_RING_SPSC, PORTAL_ARENA_RETURN_SLOT, 8);
+	assert_int_equal(portal_arena_recover(f.a, holder, 100), 0); /* nothing tagged */
+	for (int i = 0; i < 4; i++) {
+		uint8_t slot[32] = { 0 };
+
+		assert_int_equal(portal_arena_alloc(f.a, 10, &sp[i], NULL), 0);
+		assert_int_equal(portal_arena_mark_sent(f.a, &sp[i], holder,
+							portal_ring_position(send.prod)), 0);
+		memcpy(slot, &sp[i], sizeof(sp[i]));
+		assert_int_equal(portal_ring_enqueue(send.prod, slot), 0);
+	}
+	/* Receiver: takes two, gives the first back, dies holding the second. */
+	for (int i = 0; i < 2; i++) {
+		uint8_t slot[32];
+
+		assert_int_equal(portal_ring_dequeue(send.cons, slot), 0);
+		memcpy(&got[i], slot, sizeof(got[i]));
+	}
+	assert_int_equal(portal_arena_give_back(ret.prod, &got[0]), 0);
+	free(send.cons); /* killed */
+	/* Owner. */
+	assert_int_equal(portal_arena_reclaim(f.a, ret.cons, 16), 1);
+	assert_int_equal(portal_ring_peer_position(send.prod, &taken), 0);
+	assert_int_equal(taken, 2);
+	assert_int_equal(portal_arena_recover(f.a, holder, taken), 1);
+	assert_int_equal(portal_arena_recover(f.a, holder, taken), 0);
+	assert_int_equal(portal_arena_recover(f.a, holder + 1, 100), 0); /* another holder */
+	assert_int_equal(stats(f.a).recovered, 1);
+	assert_int_equal(stats(f.a).blocks_in_use, 2);
+	/* The late give-back of the dead life is refused. */
+	assert_int_equal(portal_arena_free(f.a, &got[1]), PORTAL_ESTALE);
+	/* The next life gets the two spans still in the ring; they are good. */
+	assert_int_equal(portal_ring_attach(send.mem, portal_ring_memsize(&(struct portal_ring_params){
+						    .mode = PORTAL_RING_SPSC, .slot_size = 32,
+						    .capacity = 8 }),
+					    PORTAL_ROLE_CONSUMER, &send.cons), 0);
+	for (int i = 2; i < 4; i++) {
+		uint8_t slot[32];
+
+		assert_int_equal(portal_ring_dequeue(send.cons, slot), 0);
+		memcpy(&s, slot, sizeof(s));
+		assert_memory_equal(&s, &sp[i], sizeof(s));
+		assert_int_equal(portal_arena_free(f.a, &s), 0);
+	}
+	assert_int_equal(stats(f.a).blocks_in_use, 0);
+	/* Freed blocks lost their tag: a recovery now frees nothing. */
+	assert_int_equal(portal_arena_recover(f.a, holder, UINT64_MAX), 0);
+	rr_close(&send);
+	rr_close(&ret);
+	fx_close(&f);
+}
+
+static void arena_mark_sent_refused(void **state)
+{
+	struct portal_span s, b;
+	struct fx f;
+
+	(void)state;
+	fx_open(&f, &cfgs[1]);
+	assert_int_equal(portal_arena_mark_sent(NULL, &s, 1, 0), -EINVAL);
+	assert_int_equal(portal_arena_alloc(f.a, 10, &s, NULL), 0);
+	assert_int_equal(portal_arena_bump_alloc(f.a, 10, 8, &b, NULL), 0);
+	assert_int_equal(portal_arena_mark_sent(f.a, &b, 1, 0), -EINVAL);
+	s.offset += 64;
+	assert_int_equal(portal_arena_mark_sent(f.a, &s, 1, 0), PORTAL_ESTALE); /* free block */
+	s.offset += 1;
+	assert_int_equal(portal_arena_mark_sent(f.a, &s, 1, 0), PORTAL_EFORGED);
+	s.offset -= 65;
+	s.region_id ^= 1;
+	assert_int_equal(portal_arena_mark_sent(f.a, &s, 1, 0), PORTAL_EXDEV);
+	s.region_id ^= 1;
+	assert_int_equal(portal_arena_mark_sent(f.a, &s, 1, 5), 0);
+	/* Re-tagged by a second send; SEQ compares wrap-safe. */
+	assert_int_equal(portal_arena_mark_sent(f.a, &s, 2, UINT64_MAX), 0);
+	assert_int_equal(portal_arena_recover(f.a, 1, 100), 0);
+	assert_int_equal(portal_arena_recover(f.a, 2, UINT64_MAX), 0);
+	assert_int_equal(portal_arena_recover(f.a, 2, 1), 1);
+	assert_int_equal(stats(f.a).refused_stale + stats(f.a).refused_double, 0);
+	fx_close(&f);
+}
+
+/* reclaim with MAX 0 on a quarantined ring says so; poison is skipped. */
+static void arena_reclaim_quarantine_and_poison(void **state)
+{
+	struct portal_ring_params p = { .mode = PORTAL_RING_MPSC,
+					.slot_size = PORTAL_ARENA_RETURN_SLOT, .capacity = 8 };
+	struct portal_ring_recovery_params rp = { .max_producers = 2 };
+	struct portal_ring_claim *claims;
+	struct portal_ring_hdr *h;
+	portal_ring_t *giver, *owner;
+	struct portal_span s;
+	struct rr r;
+	struct fx f;
+	void *mem;
+	size_t n;
+
+	(void)state;
+	fx_open(&f, &cfgs[0]);
+	rr_open(&r, PORTAL_RING_SPSC, PORTAL_ARENA_RETURN_SLOT, 8);
+	assert_int_equal(portal_arena_reclaim(f.a, r.cons, 0), 0);
+	atomic_store(&((struct portal_ring_hdr *)r.mem)->prod_tail, 1000); /* hostile */
+	assert_int_equal(portal_arena_reclaim(f.a, r.cons, 1), PORTAL_EPROTO);
+	assert_int_equal(portal_arena_reclaim(f.a, r.cons, 0), PORTAL_EPROTO);
+	assert_int_equal(portal_arena_reclaim(f.a, r.prod, 0), -EINVAL); /* wrong role */
+	rr_close(&r);
+
+	/* A receiver dies in the middle of a give-back on an MPSC return
+	 * ring; recovery turns its claim into poison, reclaim skips it. */
+	n = portal_ring_memsize_recoverable(&p, &rp);
+	assert_int_equal(posix_memalign(&mem, 64, n), 0);
+	assert_int_equal(portal_ring_init_recoverable(mem, n, &p, &rp), 0);
+	h = mem;
+	claims = (void *)((uint8_t *)mem + PORTAL_RING_HDR_SIZE + 8 * PORTAL_ARENA_RETURN_SLOT);
+	assert_int_equal(portal_ring_attach_claim(mem, n, PORTAL_ROLE_PRODUCER, 0, 1, &giver), 0);
+	assert_int_equal(portal_ring_attach(mem, n, PORTAL_ROLE_CONSUMER, &owner), 0);
+	atomic_store(&claims[1].state, PORTAL_CLAIM_HELD);
+	atomic_store(&claims[1].count, 1);
+	atomic_store(&claims[1].head, 0);
+	atomic_store(&h->prod_head, 1); /* claimed slot 0, died */
+	assert_int_equal(portal_arena_alloc(f.a, 10, &s, NULL), 0);
+	assert_int_equal(portal_ring_recover_producer(owner, 1), 1);
+	assert_int_equal(portal_arena_give_back(giver, &s), 0);
+	assert_int_equal(portal_arena_reclaim(f.a, owner, 16), 2);
+	assert_int_equal(stats(f.a).poison_skipped, 1);
+	assert_int_equal(stats(f.a).returned, 1);
+	assert_int_equal(stats(f.a).blocks_in_use, 0);
+	portal_ring_detach(giver);
+	portal_ring_detach(owner);
+	free(mem);
+	fx_close(&f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1637,6 +1791,9 @@ int main(void)
 		cmocka_unit_test(arena_return_ring_slot_size),
 		cmocka_unit_test(arena_return_ring_batches),
 		cmocka_unit_test(arena_region),
+		cmocka_unit_test(arena_recover_dead_receiver),
+		cmocka_unit_test(arena_mark_sent_refused),
+		cmocka_unit_test(arena_reclaim_quarantine_and_poison),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

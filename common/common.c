@@ -41,7 +41,7 @@ const char *portal_strerror(int err)
 	case PORTAL_ERANGE:    return "span out of bounds";
 	case PORTAL_EXDEV:     return "span names another region";
 	case PORTAL_EFORGED:   return "span is not a block this arena handed out";
-	case PORTAL_ESTALE:    return "span generation is stale";
+	case PORTAL_ESTALE:    return "stale: span generation not current, or our slot was taken over";
 	case PORTAL_EPROTO:    return "peer broke the ring protocol; ring quarantined";
 	case PORTAL_EPEERDEAD: return "peer is gone";
 	case -EAGAIN:          return "ring full or empty; try again";

@@ -40,9 +40,24 @@
  *
  * A stale A = 1 (a previous round, or a peer that lies) only costs a
  * needless ring and a spurious wake-up; the waiter re-checks and re-arms.
- * wake_seq wraps after 2^32 rings; a waiter would have to sleep through
- * exactly 2^32 of them for the futex compare to be fooled (ABA), and then
- * only until its timeout.
+ *
+ * wake_seq is 32 bits and wraps. The futex compare is fooled (ABA) only if
+ * wake_seq moves by a multiple of 2^32 between the waiter's D0 load and the
+ * kernel's compare in FUTEX_WAIT. Every bump in that window comes from a
+ * notify that found A = 1, that is from a publish the waiter has not
+ * consumed (at most the ring's capacity while the waiter is not running) or
+ * from a notify already past its load of A (in flight). So the precise
+ * condition, which the Spin model found, is: capacity + notifies in flight
+ * between D0 and the futex compare < 2^32. It is not about a waiter
+ * sleeping through 2^32 rings: once asleep, the first bump wakes it.
+ *
+ * Liveness. A waiter may be given a peer watch (portal_region_watch_*):
+ * then no sleep lasts longer than the check interval, the peer is looked
+ * at after each one, and a dead, gone or restarted peer ends the wait with
+ * PORTAL_EPEERDEAD, but only after one more ready() finds nothing: the
+ * peer's death is observed after its last publish (the OS releases its
+ * lock after the process's last store; a stalled heartbeat is judged after
+ * the fact), so that ready() sees everything it published.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -56,6 +71,8 @@
 #define SPIN_PAUSE_MAX 64u
 /* Longest spin phase accepted (opts.spin_ns is clamped to it). */
 #define SPIN_NS_MAX 1000000000
+/* Shortest liveness check interval accepted. */
+#define WATCH_CHECK_NS_MIN 100000
 
 static const struct portal_doorbell_ops *ops_for(uint32_t backend)
 {
@@ -162,6 +179,17 @@ int portal_doorbell_attach(void *mem, size_t len, enum portal_doorbell_role role
 	d->role = role;
 	d->efd = -1;
 	d->spin_ns = PORTAL_DOORBELL_SPIN_NS_DEFAULT;
+	d->peer_fd = -1;
+	if (role == PORTAL_DOORBELL_WAITER && opts && opts->watch) {
+		d->peer = opts->watch;
+		d->peer_check_ns = opts->watch_check_ns;
+		if (d->peer_check_ns < 0 || (d->peer_check_ns && d->peer_check_ns < WATCH_CHECK_NS_MIN)) {
+			free(d);
+			return -EINVAL;
+		}
+		if (!d->peer_check_ns)
+			d->peer_check_ns = PORTAL_DOORBELL_WATCH_CHECK_NS_DEFAULT;
+	}
 	if (opts && opts->spin_ns != 0)
 		d->spin_ns = opts->spin_ns;
 	if (d->spin_ns > SPIN_NS_MAX)
@@ -316,11 +344,46 @@ static inline int done(int r)
 	return r > 0 ? 0 : r;
 }
 
+int portal_doorbell_set_watch(portal_doorbell_t *d, portal_peer_watch_t *w, int64_t check_ns)
+{
+	if (!d || d->role != PORTAL_DOORBELL_WAITER || check_ns < 0 ||
+	    (check_ns && check_ns < WATCH_CHECK_NS_MIN))
+		return -EINVAL;
+	d->peer = w;
+	d->peer_check_ns = check_ns ? check_ns : PORTAL_DOORBELL_WATCH_CHECK_NS_DEFAULT;
+	d->peer_fd = -1;
+	return 0;
+}
+
+/*
+ * Waiter with a watch: 0 while the peer lives (or is not there yet), else
+ * the wait's result: 0 or ready()'s error if work is there after all (one
+ * last look, so nothing published before the death is lost), otherwise
+ * PORTAL_EPEERDEAD. Refreshes d->peer_fd for the next sleep.
+ */
+static int peer_check(struct portal_doorbell *d, portal_doorbell_ready_fn ready, void *arg,
+		      bool *dead)
+{
+	struct portal_peer_status st;
+	int r;
+
+	*dead = false;
+	if (portal_region_watch_status(d->peer, &st) < 0 ||
+	    st.state == PORTAL_PEER_ALIVE || st.state == PORTAL_PEER_ABSENT) {
+		d->peer_fd = portal_region_watch_fd(d->peer);
+		return 0;
+	}
+	*dead = true;
+	r = ready(arg);
+	return r != 0 ? done(r) : PORTAL_EPEERDEAD;
+}
+
 int portal_doorbell_wait(portal_doorbell_t *d, portal_doorbell_ready_fn ready, void *arg,
 			 int64_t timeout_ns)
 {
-	int64_t deadline;
+	int64_t deadline, until, now;
 	uint32_t seq;
+	bool dead;
 	int r, rc;
 
 	if (!d || !ready || d->role != PORTAL_DOORBELL_WAITER)
@@ -348,19 +411,29 @@ int portal_doorbell_wait(portal_doorbell_t *d, portal_doorbell_ready_fn ready, v
 			d->st.spin_hits++;
 		return done(r);
 	}
+	if (d->peer) {
+		r = peer_check(d, ready, arg, &dead);
+		if (dead)
+			return r;
+	}
 
 	for (;;) {
 		r = arm_and_check(d, ready, arg, &seq);
 		if (r != 0)
 			return done(r);
-		if (deadline != PORTAL_DB_NO_DEADLINE && portal_db_now_ns() >= deadline) {
+		now = portal_db_now_ns();
+		if (deadline != PORTAL_DB_NO_DEADLINE && now >= deadline) {
 			disarm(d);
 			d->st.timeouts++;
 			return -ETIMEDOUT;
 		}
+		/* With a watch, sleep at most one check interval. */
+		until = deadline;
+		if (d->peer && d->peer_check_ns < until - now)
+			until = now + d->peer_check_ns;
 
 		d->st.sleeps++;
-		rc = d->ops->sleep(d, seq, deadline);
+		rc = d->ops->sleep(d, seq, until);
 		disarm(d);
 		if (rc < 0 && rc != -ETIMEDOUT && rc != -EINTR)
 			return rc;
@@ -370,9 +443,17 @@ int portal_doorbell_wait(portal_doorbell_t *d, portal_doorbell_ready_fn ready, v
 		r = ready(arg);
 		if (r != 0)
 			return done(r);
+		if (d->peer) {
+			r = peer_check(d, ready, arg, &dead);
+			if (dead)
+				return r;
+		}
 		if (rc == -ETIMEDOUT) {
-			d->st.timeouts++;
-			return -ETIMEDOUT;
+			if (until == deadline) {
+				d->st.timeouts++;
+				return -ETIMEDOUT;
+			}
+			continue; /* a check interval, not the deadline */
 		}
 		if (rc == 0)
 			d->st.spurious++;

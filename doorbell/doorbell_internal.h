@@ -101,6 +101,14 @@ struct portal_doorbell {
 		                          * (a private futex word) */
 	} watch;
 
+	/* Waiter, liveness: the watched peer (not owned), the check interval,
+	 * and for the sleep an extra fd to poll (the watch's pidfd; -1 none).
+	 * Backends that poll (eventfd) add peer_fd to their poll set; the
+	 * others ignore it and the check interval bounds the sleep. */
+	portal_peer_watch_t *peer;
+	int64_t peer_check_ns;
+	int peer_fd;
+
 	struct portal_doorbell_stats st;
 };
 

@@ -1064,6 +1064,115 @@ static void test_region(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* Liveness: a waiter that watches its peer                              */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The peer, a forked process: attach side 1 of the region (VM: no OS lock,
+ * heartbeat every 2 ms), tell the parent, publish one item and ring after
+ * 30 ms, then either die at once (_exit, no detach) or stall (heartbeat
+ * stopped, still alive) until killed.
+ */
+static void watch_peer(struct fx *f, int regfd, bool vm, int up)
+{
+	struct portal_region_opts o = { .side = 1, .flags = vm ? PORTAL_REGION_F_VM : 0 };
+	portal_region_t *r = NULL;
+	portal_doorbell_t *n;
+	char uri[32], ok;
+
+	alarm(20); /* never outlive a failed test */
+	snprintf(uri, sizeof(uri), "fd:%d", regfd);
+	ok = portal_region_attach(uri, &o, &r) == 0 ? 0 : 1;
+	if (!ok && vm)
+		ok = portal_region_heartbeat_start(r, 2 * MS) == 0 ? 0 : 1;
+	if (write(up, &ok, 1) != 1 || ok)
+		_exit(1);
+	n = attach_at(f->page, f->efd, PORTAL_DOORBELL_NOTIFIER, 0);
+	sleep_ns(30 * MS);
+	publish(f->w);
+	portal_doorbell_notify(n);
+	if (!vm)
+		_exit(0); /* dies holding its slot: the lock goes with it */
+	portal_region_heartbeat_stop(r);
+	for (;;)
+		pause(); /* alive, but silent: a stalled VM */
+}
+
+static void watch_case(struct fx *f, bool vm)
+{
+	struct portal_region_opts ro = { .size = 64 * 1024 };
+	struct portal_liveness_opts lo = { .stall_ns = 200 * MS }; /* >> scheduling gaps */
+	struct portal_doorbell_opts o = opts_for(f->efd, PORTAL_DOORBELL_WAITER, 0);
+	struct portal_peer_status st;
+	portal_peer_watch_t *w = NULL;
+	portal_region_t *reg = NULL;
+	portal_doorbell_t *wt = NULL;
+	int64_t t0, took;
+	int up[2], status;
+	char uri[64], ok = 9;
+	pid_t pid;
+
+	snprintf(uri, sizeof(uri), "memfd:portal-db-live-%d", (int)getpid());
+	assert_int_equal(portal_region_create(uri, &ro, &reg), 0);
+	assert_int_equal(pipe(up), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(up[0]);
+		watch_peer(f, portal_region_fd(reg), vm, up[1]);
+	}
+	close(up[1]);
+	assert_int_equal(read(up[0], &ok, 1), 1);
+	assert_int_equal(ok, 0);
+	close(up[0]);
+
+	assert_int_equal(portal_region_watch_open(reg, 1, &lo, &w), 0);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_ALIVE);
+	assert_int_equal(st.method, vm ? PORTAL_LIVENESS_BY_HEARTBEAT : PORTAL_LIVENESS_BY_LOCK);
+	o.watch = w;
+	o.watch_check_ns = 10 * MS;
+	assert_int_equal(portal_doorbell_attach(f->page, PAGE, PORTAL_DOORBELL_WAITER, &o, &wt), 0);
+
+	/* The item published before the peer went comes first ... */
+	assert_int_equal(portal_doorbell_wait(wt, ready_work, f->w, -1), 0);
+	atomic_fetch_add_explicit(&f->w->consumed, 1, memory_order_relaxed);
+	/* ... then an endless wait ends with the peer's death. */
+	t0 = now_ns();
+	assert_int_equal(portal_doorbell_wait(wt, ready_work, f->w, -1), PORTAL_EPEERDEAD);
+	took = now_ns() - t0;
+	assert_true(took < 2 * SEC);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_DEAD);
+
+	/* Without a watch the wait is what it always was. */
+	assert_int_equal(portal_doorbell_set_watch(wt, NULL, 0), 0);
+	assert_int_equal(portal_doorbell_wait(wt, ready_work, f->w, 20 * MS), -ETIMEDOUT);
+	assert_int_equal(portal_doorbell_set_watch(wt, w, 50), -EINVAL);
+	assert_int_equal(portal_doorbell_set_watch(wt, w, -1), -EINVAL);
+	assert_int_equal(portal_doorbell_set_watch(NULL, w, 0), -EINVAL);
+	o.watch_check_ns = 50;
+	portal_doorbell_detach(wt);
+	assert_int_equal(portal_doorbell_attach(f->page, PAGE, PORTAL_DOORBELL_WAITER, &o, &wt),
+			 -EINVAL);
+
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	portal_region_watch_close(w);
+	assert_int_equal(portal_region_detach(reg), 0);
+}
+
+static void test_watch_lock(void **state)
+{
+	watch_case(*state, false);
+}
+
+static void test_watch_heartbeat(void **state)
+{
+	watch_case(*state, true);
+}
+
+/* ------------------------------------------------------------------ */
 /* fd passing                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -1609,6 +1718,8 @@ int main(void)
 		ALL(test_fd_poll),
 		ALL(test_ready_error),
 		BOTH(test_region),
+		BOTH(test_watch_lock),
+		BOTH(test_watch_heartbeat),
 		ONE(stream, test_stream_coalesce),
 		ONE(stream, test_stream_ends),
 		cmocka_unit_test(test_fdpass),

@@ -113,7 +113,9 @@ static int efd_ring(struct portal_doorbell *d)
 
 static int efd_sleep(struct portal_doorbell *d, uint32_t seq, int64_t deadline_ns)
 {
-	struct pollfd p = { .fd = d->efd, .events = POLLIN };
+	struct pollfd pp[2] = { { .fd = d->efd, .events = POLLIN },
+				{ .fd = d->peer_fd, .events = POLLIN } };
+	struct pollfd *p = &pp[0];
 	struct timespec rel, *tp = NULL;
 	int k;
 
@@ -122,7 +124,9 @@ static int efd_sleep(struct portal_doorbell *d, uint32_t seq, int64_t deadline_n
 		portal_db_remaining(deadline_ns, &rel);
 		tp = &rel;
 	}
-	k = ppoll(&p, 1, tp, NULL);
+	/* With a watched peer's pidfd, its exit wakes us too (a plain return:
+	 * the wait loop looks at the peer next). */
+	k = ppoll(pp, d->peer_fd >= 0 ? 2 : 1, tp, NULL);
 	if (k < 0) {
 		int err = errno;
 
@@ -133,9 +137,9 @@ static int efd_sleep(struct portal_doorbell *d, uint32_t seq, int64_t deadline_n
 	}
 	if (k == 0)
 		return -ETIMEDOUT;
-	if (p.revents & POLLNVAL)
+	if (p->revents & POLLNVAL)
 		return -EBADF;
-	if (p.revents & POLLERR)
+	if (p->revents & POLLERR)
 		return -EIO;
 	return portal_db_eventfd_drain(d->efd, d->efd_nonblock);
 }

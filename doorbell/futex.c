@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/thread_internal.h"
 #include "doorbell/doorbell_internal.h"
 
 /* Detach re-sends its wake-up this often until the helper has exited. */
@@ -214,24 +215,8 @@ const struct portal_doorbell_ops portal_doorbell_futex_ops = {
 	.drain  = futex_drain,
 };
 
+/* Kept for the guest poller (ivshmem_guest.c); the starter lives in common/. */
 int doorbell_helper_thread(pthread_t *tid, void *(*fn)(void *), void *arg)
 {
-	pthread_attr_t attr;
-	sigset_t all, old;
-	size_t stack = 128u * 1024u; /* the helpers only sleep and write an eventfd */
-	int rc = pthread_attr_init(&attr);
-
-	if (rc)
-		return rc;
-	if (stack < (size_t)PTHREAD_STACK_MIN)
-		stack = (size_t)PTHREAD_STACK_MIN;
-	(void)pthread_attr_setstacksize(&attr, stack);
-	/* A helper must never run the application's signal handlers: it
-	 * starts with every signal blocked. */
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	rc = pthread_create(tid, &attr, fn, arg);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	pthread_attr_destroy(&attr);
-	return rc;
+	return portal_helper_thread(tid, fn, arg);
 }

@@ -424,8 +424,8 @@ static void op_reclaim(struct st *s, unsigned max)
 	at = fz_diff(s->ring, s->rsnap, s->rlen, &ok);
 	FZ_CHECK(at == SIZE_MAX, "reclaim wrote byte %zu of the return ring", at);
 	if (was_quar) {
-		/* max 0 asks the ring nothing, so it learns nothing either. */
-		FZ_CHECK(rc == (max ? PORTAL_EPROTO : 0) && ct1 == ct0,
+		/* Even max 0 reports the quarantine. */
+		FZ_CHECK(rc == PORTAL_EPROTO && ct1 == ct0,
 			 "reclaim(%u) on a quarantined ring: %d", max, rc);
 		check_stats(s, "reclaim");
 		return;

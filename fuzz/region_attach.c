@@ -189,18 +189,49 @@ static uint64_t touch(const void *p, uint64_t n)
 	return s;
 }
 
+/* Claim records of one side (region-format.md 6.1): the attach of a
+ * multi-side handle takes a FREE one, else -EBUSY. */
+static bool ring_has_free_record(const void *mem, uint64_t first, uint32_t n)
+{
+	const struct portal_ring_claim *c = (const void *)((const uint8_t *)mem + first);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (atomic_load_explicit(&c[i].state, memory_order_relaxed) == PORTAL_CLAIM_FREE)
+			return true;
+	return false;
+}
+
 static void use_ring(void *mem, size_t len)
 {
 	struct portal_ring_hdr h;
 	int want = 0;
+	uint32_t nrec[2] = { 0, 0 }; /* producer, consumer claim records */
+	uint64_t base = 0;
 
 	/* 7.3 */
 	if (len < 384) {
 		want = PORTAL_EPROTO;
 	} else {
 		uint64_t prod, cons;
+		uint16_t mp, mc;
+		uint32_t rf;
 
 		memcpy(&h, mem, 24);
+		memcpy(&mp, (uint8_t *)mem + 24, 2);
+		memcpy(&mc, (uint8_t *)mem + 26, 2);
+		memcpy(&rf, (uint8_t *)mem + 28, 4);
+		base = 384 + (uint64_t)h.capacity * h.slot_size;
+		/* A ring with claim records: sizes within bounds, producer
+		 * records only on a multi-producer ring, consumer records only
+		 * on MPMC, the one known flag, and the size to match. */
+		if (h.obj_size != base && mp + mc > 0 && mp <= PORTAL_RING_MAX_CLAIMS &&
+		    mc <= PORTAL_RING_MAX_CLAIMS && (mp == 0 || h.mode != PORTAL_RING_SPSC) &&
+		    (mc == 0 || h.mode == PORTAL_RING_MPMC) && rf <= PORTAL_RING_F_POISON &&
+		    h.obj_size == base + (uint64_t)(mp + mc) * sizeof(struct portal_ring_claim)) {
+			nrec[0] = mp;
+			nrec[1] = mc;
+			base = h.obj_size;
+		}
 		prod = atomic_load_explicit(&((struct portal_ring_hdr *)mem)->prod_tail,
 					    memory_order_relaxed);
 		cons = atomic_load_explicit(&((struct portal_ring_hdr *)mem)->cons_tail,
@@ -208,16 +239,21 @@ static void use_ring(void *mem, size_t len)
 		if (h.magic != PORTAL_RING_MAGIC || h.version != 1 || h.mode < 1 || h.mode > 3 ||
 		    !pow2(h.slot_size) || h.slot_size < 8 || h.slot_size > 256 ||
 		    !pow2(h.capacity) || h.capacity < 2 || h.capacity > (1u << 30) ||
-		    h.obj_size != 384 + (uint64_t)h.capacity * h.slot_size || h.obj_size > len ||
-		    prod - cons > h.capacity)
+		    h.obj_size != base || h.obj_size > len || prod - cons > h.capacity)
 			want = PORTAL_EPROTO;
 	}
 	for (int role = PORTAL_ROLE_PRODUCER; role <= PORTAL_ROLE_CONSUMER; role++) {
 		portal_ring_t *r = NULL;
+		uint32_t n = nrec[role - PORTAL_ROLE_PRODUCER];
+		uint64_t first = 384 + (uint64_t)h.capacity * h.slot_size +
+				 (role == PORTAL_ROLE_PRODUCER ? 0 : nrec[0]) *
+					 sizeof(struct portal_ring_claim);
+		/* Judged before the attach, which takes a record. */
+		int expect = want == 0 && n && !ring_has_free_record(mem, first, n) ? -EBUSY : want;
 		int rc = portal_ring_attach(mem, len, role, &r);
 		uint8_t *el;
 
-		FZ_CHECK(rc == want, "ring attach: %d, reference says %d", rc, want);
+		FZ_CHECK(rc == expect, "ring attach: %d, reference says %d", rc, expect);
 		if (rc)
 			continue;
 		FZ_CHECK(portal_ring_slot_size(r) == h.slot_size && portal_ring_capacity(r) == h.capacity,
@@ -243,6 +279,7 @@ static void use_msgring(void *mem, size_t len)
 {
 	struct portal_msgring_hdr h;
 	int want = 0;
+	uint64_t at_tail = 0; /* the record header word at prod_tail */
 
 	/* 7.4 */
 	if (len < 384) {
@@ -260,12 +297,20 @@ static void use_msgring(void *mem, size_t len)
 		    h.max_msg > h.capacity / 2 - 16 || h.obj_size != 384 + (uint64_t)h.capacity ||
 		    h.obj_size > len || prod - cons > h.capacity || prod % 8 || cons % 8)
 			want = PORTAL_EPROTO;
+		else
+			memcpy(&at_tail, (uint8_t *)mem + 384 + (prod & (h.capacity - 1)), 8);
 	}
 	for (int role = PORTAL_ROLE_PRODUCER; role <= PORTAL_ROLE_CONSUMER; role++) {
 		portal_msgring_t *m = NULL;
 		int rc = portal_msgring_attach(mem, len, role, &m);
 
-		FZ_CHECK(rc == want, "msgring attach: %d, reference says %d", rc, want);
+		/* A producer finding a header at prod_tail (a predecessor
+		 * killed inside commit) steps past it if it is a whole
+		 * committed record, and refuses anything else (recovery.md). */
+		if (role == PORTAL_ROLE_PRODUCER && want == 0 && at_tail != 0)
+			FZ_CHECK(rc == 0 || rc == PORTAL_EPROTO, "msgring producer attach: %d", rc);
+		else
+			FZ_CHECK(rc == want, "msgring attach: %d, reference says %d", rc, want);
 		if (rc)
 			continue;
 		FZ_CHECK(portal_msgring_max_msg(m) == h.max_msg, "max_msg differs from the header");
@@ -493,6 +538,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct fz in = { data, size };
 	uint8_t flags = fz_u8(&in), sizesel = fz_u8(&in), side = fz_u8(&in);
 	unsigned nparts = fz_u8(&in) % 49, ndir = fz_u8(&in), npatch = fz_u8(&in);
+	uint64_t our_epoch = 0; /* our slot's epoch after attach */
 	size_t len = image_len(sizesel);
 	uint8_t *img = fz_alloc(len), *view;
 	struct portal_region_hdr h;
@@ -612,7 +658,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FZ_CHECK(rc == (s < g.part_count ? 0 : -EINVAL), "participant(%u): %d", s, rc);
 		FZ_CHECK(rc || memchr(pi.ident, 0, sizeof(pi.ident)), "ident not terminated");
 	}
-	portal_region_heartbeat(r);
+	if (!use_fd && !readonly)
+		our_epoch = atomic_load_explicit(
+			&((const struct portal_participant *)(const void *)(img + 1024 + 64 * eff_side))->epoch,
+			memory_order_relaxed);
+	rc = portal_region_heartbeat(r);
+	FZ_CHECK(readonly ? rc == -EINVAL : rc == 0 || rc == PORTAL_ESTALE, "heartbeat: %d", rc);
 
 	/* Look every entry up, and open what was found. */
 	count = atomic_load_explicit(&((struct portal_region_hdr *)(void *)view)->dir_count,
@@ -652,13 +703,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FZ_CHECK(rc == 0, "participant after patch: %d", rc);
 	}
 
-	rc = portal_region_detach(r);
-	FZ_CHECK(rc == 0, "detach: %d", rc);
 	if (!use_fd && !readonly) {
 		const struct portal_participant *p = (const void *)(img + 1024 + 64 * eff_side);
+		/* A patch that rewrote our slot's epoch took it over: we are
+		 * fenced, and detach must leave the new owner's slot alone. */
+		bool ours = atomic_load_explicit(&p->epoch, memory_order_relaxed) == our_epoch;
+		uint8_t before[64];
 
-		FZ_CHECK(atomic_load_explicit(&p->state, memory_order_relaxed) == PORTAL_PART_GONE,
-			 "detach did not mark the slot gone");
+		memcpy(before, (const void *)p, sizeof(before));
+		rc = portal_region_detach(r);
+		FZ_CHECK(rc == 0, "detach: %d", rc);
+		if (ours)
+			FZ_CHECK(atomic_load_explicit(&p->state, memory_order_relaxed) ==
+					 PORTAL_PART_GONE,
+				 "detach did not mark the slot gone");
+		else
+			FZ_CHECK(!memcmp(before, (const void *)p, sizeof(before)),
+				 "detach wrote a slot that was taken over");
+	} else {
+		rc = portal_region_detach(r);
+		FZ_CHECK(rc == 0, "detach: %d", rc);
 	}
 out:
 	if (fd >= 0)

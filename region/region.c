@@ -5,18 +5,26 @@
  * into the handle at attach and checked; the handle's copy is authoritative.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include "common/atomic_internal.h"
 #include "common/log_internal.h"
+#include "common/thread_internal.h"
 #include "portal/region.h"
 #include "region/region_internal.h"
 
@@ -38,8 +46,24 @@ struct portal_region {
 	uint64_t alloc_top;     /* creator: next free byte */
 	uint32_t dir_used;      /* creator: entries written (authoritative) */
 	int fd;                 /* -1 when attached from memory */
+	uint64_t map_off;       /* file offset of the mapping (the window) */
 	bool mapped;            /* we own the mapping */
 	bool creator;
+
+	/* Our participant slot (side != UINT32_MAX). */
+	uint64_t my_epoch;      /* the epoch we wrote at claim */
+	int lock_fd;            /* private open file description holding the OFD
+	                         * lock on our slot byte; -1 when none */
+	uint64_t lock_key;      /* its lock_key, when lock_fd >= 0 */
+	_Atomic int fenced;     /* sticky: our slot was taken over */
+	struct {
+		bool started;
+		bool stop;          /* under mu */
+		int64_t period_ns;
+		pthread_t tid;
+		pthread_mutex_t mu;
+		pthread_cond_t cv;
+	} hb;
 };
 
 static const struct portal_region_backend *const backends[] = {
@@ -293,30 +317,162 @@ static bool pid_alive(uint64_t pid)
 	return kill((pid_t)pid, 0) == 0 || errno == EPERM;
 }
 
-static int claim_slot(portal_region_t *r, uint32_t side, const char *ident)
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	while (n--)
+		h = (h ^ *b++) * UINT64_C(0x100000001b3);
+	return h;
+}
+
+/*
+ * The lock_key of byte OFF of the file behind FD as seen from this kernel:
+ * a digest of the kernel's boot_id, the file's st_dev and st_ino, and OFF.
+ * Two participants that compute the same key lock the same byte of the
+ * same inode on the same kernel, so one can test the other's OFD lock.
+ * Returns 0 and a nonzero *KEY, or a negative errno (no boot_id: no /proc).
+ */
+static int lock_key_of(int fd, uint64_t off, uint64_t *key)
+{
+	char boot[64];
+	struct stat st;
+	uint64_t h = UINT64_C(0xcbf29ce484222325);
+	ssize_t n;
+	int bfd;
+
+	bfd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+	if (bfd < 0)
+		return -errno;
+	n = read(bfd, boot, sizeof(boot));
+	close(bfd);
+	if (n < 16)
+		return -ENOENT;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	h = fnv1a(h, boot, (size_t)n);
+	h = fnv1a(h, &st.st_dev, sizeof(st.st_dev));
+	h = fnv1a(h, &st.st_ino, sizeof(st.st_ino));
+	h = fnv1a(h, &off, sizeof(off));
+	*key = h ? h : 1;
+	return 0;
+}
+
+/* File offset of SIDE's slot: the byte its owner locks. */
+static uint64_t lock_off(const portal_region_t *r, uint32_t side)
+{
+	return r->map_off + PORTAL_REGION_PART_OFFSET + (uint64_t)side * sizeof(struct portal_participant);
+}
+
+/*
+ * Take the OFD write lock on SIDE's slot byte through a private open file
+ * description (a re-open of our fd through /proc, close-on-exec): the lock
+ * belongs to it alone, so neither an exec'd child that inherited the
+ * region's fd (memfd: is inheritable on purpose) nor our own other handles
+ * keep it. Returns 0 (held; *KEY set), -EBUSY (another live description
+ * holds it), or another negative errno (no lock possible here).
+ */
+static int take_lock(portal_region_t *r, uint32_t side, uint64_t *key)
+{
+	uint64_t off = lock_off(r, side);
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_len = 1 };
+	char path[40];
+	int fd, rc;
+
+	rc = lock_key_of(r->fd, off, key);
+	if (rc)
+		return rc;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", r->fd);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	fl.l_start = (off_t)off;
+	if (fcntl(fd, F_OFD_SETLK, &fl) < 0) {
+		rc = errno == EAGAIN || errno == EACCES ? -EBUSY : -errno;
+		close(fd);
+		return rc;
+	}
+	r->lock_fd = fd;
+	r->lock_key = *key;
+	return 0;
+}
+
+static void drop_lock(portal_region_t *r)
+{
+	if (r->lock_fd >= 0)
+		close(r->lock_fd); /* closing the description drops its lock */
+	r->lock_fd = -1;
+}
+
+/* Is byte OFF of FD's file write-locked by another open file description?
+ * 1 yes, 0 no, or a negative errno. */
+static int lock_held(int fd, uint64_t off)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)off,
+			    .l_len = 1 };
+
+	if (fcntl(fd, F_OFD_GETLK, &fl) < 0)
+		return -errno;
+	return fl.l_type != F_UNLCK;
+}
+
+static int claim_slot(portal_region_t *r, uint32_t side, const char *ident, bool vm)
 {
 	struct portal_participant *p = part_of(r, side);
+	uint64_t key = r->lock_key;
 	uint32_t state;
+	bool locked = r->lock_fd >= 0, judged;
+	int rc;
 
-	/* P2 (acquire): the previous owner's fields, to judge its pid. */
+	/* Same-kernel processes: the OS lock decides first (create took it
+	 * already, before formatting). A VM as a whole is judged by
+	 * heartbeat and takes none. */
+	if (!locked && r->fd >= 0 && !vm) {
+		rc = take_lock(r, side, &key);
+		if (rc == -EBUSY)
+			return -EBUSY;
+		locked = rc == 0;
+	}
+	/* P2 (acquire): the previous owner's fields, to judge it. */
 	state = atomic_load_explicit(&p->state, memory_order_acquire);
-	if (state == PORTAL_PART_JOINING ||
-	    (state == PORTAL_PART_ACTIVE && pid_alive(p->pid) && p->pid != (uint64_t)getpid()))
-		return -EBUSY;
+	if (state == PORTAL_PART_ACTIVE || state == PORTAL_PART_JOINING) {
+		/* We hold the lock its owner held on this kernel and file: the
+		 * owner is dead, whatever its pid says now (pids are reused).
+		 * Relaxed: ordered after P2. */
+		judged = locked &&
+			 (atomic_load_explicit(&p->flags, memory_order_relaxed) & PORTAL_PART_F_OSLOCK) &&
+			 p->lock_key == key;
+		/* Otherwise the old rule: its pid, on our kernel. */
+		if (!judged && (state == PORTAL_PART_JOINING ||
+				(pid_alive(p->pid) && p->pid != (uint64_t)getpid()))) {
+			drop_lock(r);
+			return -EBUSY;
+		}
+	}
 	/* C0: one claimant wins the slot; a racing attacher sees JOINING or
 	 * loses the CAS. Relaxed on failure: we give up. */
 	if (!atomic_compare_exchange_strong_explicit(&p->state, &state, PORTAL_PART_JOINING,
-						     memory_order_acquire, memory_order_relaxed))
+						     memory_order_acquire, memory_order_relaxed)) {
+		drop_lock(r);
 		return -EBUSY;
-	p->kind = PORTAL_PART_PROCESS;
-	p->pid = (uint64_t)getpid();
+	}
+	p->kind = vm ? PORTAL_PART_VM : PORTAL_PART_PROCESS;
+	p->pid = vm ? 0 : (uint64_t)getpid();
+	p->lock_key = locked ? key : 0;
+	/* Relaxed: published by P1 below. */
+	atomic_store_explicit(&p->flags, locked ? PORTAL_PART_F_OSLOCK : 0, memory_order_relaxed);
 	memset(p->ident, 0, sizeof(p->ident));
 	if (ident)
 		strncpy(p->ident, ident, sizeof(p->ident) - 1);
-	atomic_store_explicit(&p->epoch, random_u64(), memory_order_relaxed);
+	r->my_epoch = 0;
+	while (r->my_epoch == 0) /* 0 means "no incarnation" to a watch */
+		r->my_epoch = random_u64();
+	atomic_store_explicit(&p->epoch, r->my_epoch, memory_order_relaxed);
 	atomic_store_explicit(&p->heartbeat, 0, memory_order_relaxed);
-	/* P1: slot fields, then state; pairs with P2 in portal_region_participant. */
+	/* P1: slot fields, then state; pairs with P2 in portal_region_participant
+	 * and W1 in the liveness watch. */
 	atomic_store_explicit(&p->state, PORTAL_PART_ACTIVE, memory_order_release);
+	atomic_store_explicit(&r->fenced, 0, memory_order_relaxed);
 	r->side = side;
 	return 0;
 }
@@ -329,6 +485,7 @@ static portal_region_t *handle_new(void)
 
 	if (r) {
 		r->fd = -1;
+		r->lock_fd = -1;
 		r->side = UINT32_MAX;
 	}
 	return r;
@@ -336,6 +493,7 @@ static portal_region_t *handle_new(void)
 
 static void handle_free(portal_region_t *r)
 {
+	drop_lock(r);
 	if (r->mapped && r->base)
 		munmap(r->base, r->size);
 	if (r->fd >= 0)
@@ -388,6 +546,7 @@ static int map_fd(portal_region_t *r, const struct uri *u, bool readonly)
 		return -errno;
 	r->base = p;
 	r->size = len;
+	r->map_off = off;
 	r->mapped = true;
 	return 0;
 }
@@ -486,8 +645,19 @@ int portal_region_create(const char *uri, const struct portal_region_opts *opts,
 			handle_free(r);
 		return rc;
 	}
+	/* Side 0's lock before the format: a live creator of this backing
+	 * (same kernel) keeps it, and we must not wipe its region. */
+	if (!(opts->flags & PORTAL_REGION_F_VM)) {
+		uint64_t key;
+
+		rc = take_lock(r, 0, &key);
+		if (rc == -EBUSY) {
+			handle_free(r);
+			return -EBUSY;
+		}
+	}
 	format_region(r, dir_cap, parts, opts->region_id);
-	rc = claim_slot(r, 0, opts->ident);
+	rc = claim_slot(r, 0, opts->ident, opts->flags & PORTAL_REGION_F_VM);
 	if (rc) {
 		handle_free(r);
 		return rc;
@@ -507,7 +677,7 @@ static int attach_common(portal_region_t *r, const struct portal_region_opts *op
 		return 0;
 	if (side >= r->part_count)
 		return -EINVAL;
-	return claim_slot(r, side, opts->ident);
+	return claim_slot(r, side, opts->ident, opts->flags & PORTAL_REGION_F_VM);
 }
 
 int portal_region_attach(const char *uri, const struct portal_region_opts *opts,
@@ -575,12 +745,23 @@ int portal_region_attach_mem(void *base, size_t len, const struct portal_region_
 
 int portal_region_detach(portal_region_t *r)
 {
+	struct portal_participant *p;
+	uint32_t state = PORTAL_PART_ACTIVE;
+
 	if (!r)
 		return 0;
-	if (r->side != UINT32_MAX)
-		/* P1 again: we leave; pairs with P2. */
-		atomic_store_explicit(&part_of(r, r->side)->state, PORTAL_PART_GONE,
-				      memory_order_release);
+	portal_region_heartbeat_stop(r);
+	if (r->side != UINT32_MAX && portal_region_check_self(r) == 0) {
+		p = part_of(r, r->side);
+		/* P1 again: we leave; pairs with P2 and W1. A CAS from ACTIVE,
+		 * after the epoch check in check_self, so a fenced incarnation
+		 * leaves a new owner's slot alone (a new claim goes through
+		 * JOINING, which fails the CAS). Then the lock is dropped
+		 * (handle_free): a watcher that finds it free re-reads state
+		 * and sees GONE. */
+		atomic_compare_exchange_strong_explicit(&p->state, &state, PORTAL_PART_GONE,
+							memory_order_release, memory_order_relaxed);
+	}
 	handle_free(r);
 	return 0;
 }
@@ -716,17 +897,122 @@ int portal_region_alloc_init(portal_region_t *r, const char *name, uint32_t kind
 
 /* ---- participants ---- */
 
-void portal_region_heartbeat(portal_region_t *r)
+int portal_region_check_self(const portal_region_t *r)
 {
 	struct portal_participant *p;
+	uint32_t state;
+	uint64_t epoch;
 
 	if (!r || r->side == UINT32_MAX)
-		return;
+		return -EINVAL;
+	/* F1: relaxed, a sticky flag of our own handle. */
+	if (atomic_load_explicit(&r->fenced, memory_order_relaxed))
+		return PORTAL_ESTALE;
 	p = part_of(r, r->side);
-	/* Relaxed: only we write it, and readers want only "did it move". */
-	atomic_store_explicit(&p->heartbeat,
-			      atomic_load_explicit(&p->heartbeat, memory_order_relaxed) + 1,
-			      memory_order_relaxed);
+	/* F2: state, then epoch; acquire, pairs with P1 of whoever claimed
+	 * the slot last (a new owner's ACTIVE comes with its epoch). */
+	state = atomic_load_explicit(&p->state, memory_order_acquire);
+	epoch = atomic_load_explicit(&p->epoch, memory_order_relaxed);
+	if (state != PORTAL_PART_ACTIVE || epoch != r->my_epoch) {
+		atomic_store_explicit(&((portal_region_t *)r)->fenced, 1, memory_order_relaxed);
+		portal_log(PORTAL_LOG_WARN, "region: side %u was taken over (we are fenced)",
+			   r->side);
+		return PORTAL_ESTALE;
+	}
+	return 0;
+}
+
+int portal_region_heartbeat(portal_region_t *r)
+{
+	struct portal_participant *p;
+	int rc = portal_region_check_self(r);
+
+	if (rc)
+		return rc;
+	p = part_of(r, r->side);
+	/* Relaxed: only we write these, and a watcher asks only "did it
+	 * move", timed on its own clock. An RMW because the heartbeat thread
+	 * and the application may both beat. */
+	if (!(atomic_load_explicit(&p->flags, memory_order_relaxed) & PORTAL_PART_F_HEARTBEAT))
+		atomic_fetch_or_explicit(&p->flags, PORTAL_PART_F_HEARTBEAT, memory_order_relaxed);
+	atomic_fetch_add_explicit(&p->heartbeat, 1, memory_order_relaxed);
+	return 0;
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *hb_main(void *arg)
+{
+	portal_region_t *r = arg;
+	struct timespec ts;
+	int64_t next;
+
+	pthread_mutex_lock(&r->hb.mu);
+	while (!r->hb.stop) {
+		if (portal_region_heartbeat(r) == PORTAL_ESTALE)
+			break; /* fenced: beating would make the new owner look alive */
+		next = mono_ns() + r->hb.period_ns;
+		ts.tv_sec = (time_t)(next / 1000000000);
+		ts.tv_nsec = (long)(next % 1000000000);
+		while (!r->hb.stop && pthread_cond_timedwait(&r->hb.cv, &r->hb.mu, &ts) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&r->hb.mu);
+	return NULL;
+}
+
+int portal_region_heartbeat_start(portal_region_t *r, int64_t period_ns)
+{
+	pthread_condattr_t ca;
+	int rc;
+
+	if (!r || r->side == UINT32_MAX || period_ns < 0 || (period_ns && period_ns < 1000000))
+		return -EINVAL;
+	if (r->hb.started)
+		return -EALREADY;
+	/* The first beat now, so the slot says F_HEARTBEAT on return. */
+	rc = portal_region_heartbeat(r);
+	if (rc)
+		return rc;
+	r->hb.period_ns = period_ns ? period_ns : PORTAL_HEARTBEAT_PERIOD_NS_DEFAULT;
+	r->hb.stop = false;
+	rc = pthread_condattr_init(&ca);
+	if (rc)
+		return -rc;
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	rc = pthread_cond_init(&r->hb.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc)
+		return -rc;
+	pthread_mutex_init(&r->hb.mu, NULL);
+	rc = portal_helper_thread(&r->hb.tid, hb_main, r);
+	if (rc) {
+		pthread_cond_destroy(&r->hb.cv);
+		pthread_mutex_destroy(&r->hb.mu);
+		return -rc;
+	}
+	r->hb.started = true;
+	return 0;
+}
+
+void portal_region_heartbeat_stop(portal_region_t *r)
+{
+	if (!r || !r->hb.started)
+		return;
+	pthread_mutex_lock(&r->hb.mu);
+	r->hb.stop = true;
+	pthread_cond_signal(&r->hb.cv);
+	pthread_mutex_unlock(&r->hb.mu);
+	pthread_join(r->hb.tid, NULL);
+	pthread_cond_destroy(&r->hb.cv);
+	pthread_mutex_destroy(&r->hb.mu);
+	r->hb.started = false;
 }
 
 int portal_region_participant(const portal_region_t *r, uint32_t side,
@@ -737,13 +1023,233 @@ int portal_region_participant(const portal_region_t *r, uint32_t side,
 	if (!r || !out || side >= r->part_count)
 		return -EINVAL;
 	p = part_of(r, side);
+	memset(out, 0, sizeof(*out));
 	/* P2: state, then the fields; pairs with P1 in claim_slot. */
 	out->state = atomic_load_explicit(&p->state, memory_order_acquire);
 	out->kind = p->kind;
+	out->flags = atomic_load_explicit(&p->flags, memory_order_relaxed);
 	out->epoch = atomic_load_explicit(&p->epoch, memory_order_relaxed);
 	out->heartbeat = atomic_load_explicit(&p->heartbeat, memory_order_relaxed);
 	out->pid = p->pid;
-	memcpy(out->ident, p->ident, sizeof(out->ident));
-	out->ident[sizeof(out->ident) - 1] = '\0';
+	out->lock_key = p->lock_key;
+	memcpy(out->ident, p->ident, sizeof(p->ident));
+	out->ident[sizeof(p->ident) - 1] = '\0';
+	return 0;
+}
+
+/* ---- liveness: watching a peer ---- */
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434 /* the same number on every architecture */
+#endif
+
+struct portal_peer_watch {
+	const portal_region_t *r;
+	uint32_t side;
+	uint32_t methods;
+	int64_t stall_ns;
+	uint64_t epoch;        /* the incarnation watched; 0: none seen yet */
+	uint64_t key;          /* our lock_key for the peer's byte; 0: no lock test */
+	uint64_t off;          /* the peer's lock byte in our file */
+	uint64_t last_beat;    /* heartbeat as last seen */
+	int64_t last_move_ns;  /* our clock when it last moved (or watching began) */
+	int pidfd;             /* -1: none */
+	bool pidfd_tried;      /* for this incarnation */
+};
+
+static void watch_reset(portal_peer_watch_t *w, uint64_t epoch, uint64_t beat)
+{
+	w->epoch = epoch;
+	w->last_beat = beat;
+	w->last_move_ns = mono_ns();
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	w->pidfd = -1;
+	w->pidfd_tried = false;
+}
+
+int portal_region_watch_open(const portal_region_t *r, uint32_t side,
+			     const struct portal_liveness_opts *opts, portal_peer_watch_t **out)
+{
+	static const struct portal_liveness_opts defaults;
+	struct portal_participant *p;
+	portal_peer_watch_t *w;
+	uint32_t state;
+
+	if (!opts)
+		opts = &defaults;
+	if (!r || !out || side >= r->part_count || opts->flags || opts->stall_ns < 0 ||
+	    (opts->methods & ~PORTAL_LIVENESS_ALL))
+		return -EINVAL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	w->r = r;
+	w->side = side;
+	w->methods = opts->methods ? opts->methods : PORTAL_LIVENESS_ALL;
+	w->stall_ns = opts->stall_ns ? opts->stall_ns : PORTAL_LIVENESS_STALL_NS_DEFAULT;
+	w->pidfd = -1;
+	w->off = lock_off(r, side);
+	if (r->fd < 0 || lock_key_of(r->fd, w->off, &w->key) != 0)
+		w->key = 0;
+	p = part_of(r, side);
+	/* W1: state, then epoch and heartbeat; acquire, pairs with P1. */
+	state = atomic_load_explicit(&p->state, memory_order_acquire);
+	watch_reset(w, state == PORTAL_PART_ACTIVE ? atomic_load_explicit(&p->epoch, memory_order_relaxed) : 0,
+		    atomic_load_explicit(&p->heartbeat, memory_order_relaxed));
+	*out = w;
+	return 0;
+}
+
+void portal_region_watch_close(portal_peer_watch_t *w)
+{
+	if (!w)
+		return;
+	if (w->pidfd >= 0)
+		close(w->pidfd);
+	free(w);
+}
+
+int portal_region_watch_fd(const portal_peer_watch_t *w)
+{
+	return w ? w->pidfd : -1;
+}
+
+int portal_region_watch_rearm(portal_peer_watch_t *w)
+{
+	struct portal_participant *p;
+	uint32_t state;
+
+	if (!w)
+		return -EINVAL;
+	p = part_of(w->r, w->side);
+	/* W1: as in watch_open. */
+	state = atomic_load_explicit(&p->state, memory_order_acquire);
+	watch_reset(w, state == PORTAL_PART_ACTIVE ? atomic_load_explicit(&p->epoch, memory_order_relaxed) : 0,
+		    atomic_load_explicit(&p->heartbeat, memory_order_relaxed));
+	return 0;
+}
+
+/* Open (once per incarnation) or check the pidfd hint of a lock-judged
+ * peer. A pidfd that fired while the lock is still held named another
+ * process (another pid namespace, or a forked child keeps the lock): drop it. */
+static void watch_pidfd(portal_peer_watch_t *w, uint64_t pid, uint16_t kind)
+{
+	struct pollfd pf;
+	long fd;
+
+	if (!(w->methods & PORTAL_LIVENESS_PIDFD))
+		return;
+	if (w->pidfd < 0 && !w->pidfd_tried) {
+		w->pidfd_tried = true;
+		if (kind != PORTAL_PART_PROCESS || pid == 0 || pid > INT32_MAX)
+			return;
+		fd = syscall(SYS_pidfd_open, (pid_t)pid, 0u);
+		if (fd < 0)
+			return; /* ENOSYS (before 5.3), ESRCH (not ours to see) */
+		if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0) { /* pidfd_open sets it; belt and braces */ }
+		w->pidfd = (int)fd;
+	}
+	if (w->pidfd < 0)
+		return;
+	pf.fd = w->pidfd;
+	pf.events = POLLIN;
+	if (poll(&pf, 1, 0) == 1 && lock_held(w->r->fd, w->off) == 1) {
+		close(w->pidfd);
+		w->pidfd = -1;
+	}
+}
+
+int portal_region_watch_status(portal_peer_watch_t *w, struct portal_peer_status *st)
+{
+	struct portal_participant *p;
+	uint32_t state;
+	uint16_t flags, kind;
+	uint64_t epoch, beat, pid, key;
+	int64_t now;
+	int held;
+
+	if (!w || !st)
+		return -EINVAL;
+	p = part_of(w->r, w->side);
+	/* W1: state, then the fields; acquire, pairs with P1 in claim_slot
+	 * (and detach's release of GONE). Each field is read once. */
+	state = atomic_load_explicit(&p->state, memory_order_acquire);
+	flags = atomic_load_explicit(&p->flags, memory_order_relaxed);
+	kind = p->kind;
+	epoch = atomic_load_explicit(&p->epoch, memory_order_relaxed);
+	beat = atomic_load_explicit(&p->heartbeat, memory_order_relaxed);
+	pid = p->pid;
+	key = p->lock_key;
+	now = mono_ns();
+
+	if (w->epoch == 0 && state == PORTAL_PART_ACTIVE && epoch != 0)
+		watch_reset(w, epoch, beat); /* first sighting of the peer */
+	memset(st, 0, sizeof(*st));
+	st->epoch = epoch;
+	st->watched_epoch = w->epoch;
+	st->heartbeat = beat;
+
+	switch (state) {
+	case PORTAL_PART_FREE:
+		st->state = PORTAL_PEER_ABSENT;
+		return 0;
+	case PORTAL_PART_GONE:
+		st->state = PORTAL_PEER_GONE;
+		return 0;
+	case PORTAL_PART_JOINING:
+		st->state = w->epoch == 0 ? PORTAL_PEER_ABSENT
+			  : epoch == w->epoch ? PORTAL_PEER_DEAD : PORTAL_PEER_RESTARTED;
+		return 0;
+	case PORTAL_PART_ACTIVE:
+		break;
+	default:
+		st->state = PORTAL_PEER_DEAD; /* a slot no live owner would write */
+		return 0;
+	}
+	if (epoch != w->epoch) {
+		st->state = PORTAL_PEER_RESTARTED;
+		return 0;
+	}
+
+	if ((w->methods & (PORTAL_LIVENESS_LOCK | PORTAL_LIVENESS_PIDFD)) &&
+	    (flags & PORTAL_PART_F_OSLOCK) && w->key && key == w->key) {
+		held = lock_held(w->r->fd, w->off);
+		if (held == 1) {
+			st->method = PORTAL_LIVENESS_BY_LOCK;
+			st->state = PORTAL_PEER_ALIVE;
+			watch_pidfd(w, pid, kind);
+			return 0;
+		}
+		if (held == 0) {
+			st->method = PORTAL_LIVENESS_BY_LOCK;
+			/* W2: the lock is free: a clean detach stored GONE
+			 * before dropping it (the kernel's lock handoff orders
+			 * the two), so look again before calling it dead. */
+			state = atomic_load_explicit(&p->state, memory_order_acquire);
+			epoch = atomic_load_explicit(&p->epoch, memory_order_relaxed);
+			st->epoch = epoch;
+			if (state == PORTAL_PART_GONE)
+				st->state = PORTAL_PEER_GONE;
+			else if (state == PORTAL_PART_ACTIVE && epoch != w->epoch)
+				st->state = PORTAL_PEER_RESTARTED;
+			else
+				st->state = PORTAL_PEER_DEAD;
+			return 0;
+		}
+		/* A lock we cannot test: fall back to the heartbeat. */
+	}
+	if ((w->methods & PORTAL_LIVENESS_HEARTBEAT) && (flags & PORTAL_PART_F_HEARTBEAT)) {
+		st->method = PORTAL_LIVENESS_BY_HEARTBEAT;
+		if (beat != w->last_beat) {
+			w->last_beat = beat;
+			w->last_move_ns = now;
+		}
+		st->stalled_ns = now - w->last_move_ns;
+		st->state = st->stalled_ns >= w->stall_ns ? PORTAL_PEER_DEAD : PORTAL_PEER_ALIVE;
+		return 0;
+	}
+	st->method = PORTAL_LIVENESS_NONE;
+	st->state = PORTAL_PEER_ALIVE;
 	return 0;
 }

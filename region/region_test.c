@@ -11,6 +11,8 @@
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <zlib.h>
@@ -381,6 +383,365 @@ static void t_busy(void **state)
 	assert_int_equal(portal_region_destroy(h.uri), 0);
 }
 
+/* ---- liveness ---- */
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ms(unsigned ms)
+{
+	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000 };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+static uint32_t peer_state(portal_peer_watch_t *w, uint32_t *method)
+{
+	struct portal_peer_status st;
+
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	if (method)
+		*method = st.method;
+	return st.state;
+}
+
+/* Same kernel: the OS lock says alive while the holder runs, dead the
+ * moment it exits without detaching, gone when it detaches; the dead slot
+ * is taken over with a new epoch (RESTARTED), even when a live process now
+ * has the old pid; a live holder cannot be displaced. */
+static void t_liveness_lock(void **state)
+{
+	struct portal_region_opts co = { .size = 65536, .part_count = 3 };
+	struct portal_region_opts s1 = { .side = 1 };
+	struct portal_participant_info pi;
+	struct portal_peer_status st;
+	struct holder h = { .side = 1, .clean = false };
+	struct portal_participant *slot;
+	portal_peer_watch_t *w;
+	portal_region_t *c, *r;
+	struct pollfd pf;
+	uint32_t m;
+	pid_t pid;
+
+	(void)state;
+	shm_uri(h.uri, sizeof(h.uri), "lock");
+	assert_int_equal(portal_region_create(h.uri, &co, &c), 0);
+	assert_int_equal(portal_region_participant(c, 0, &pi), 0);
+	assert_true(pi.flags & PORTAL_PART_F_OSLOCK);
+	assert_true(pi.lock_key != 0);
+
+	pid = start_holder(&h);
+	assert_int_equal(portal_region_watch_open(c, 1, NULL, &w), 0);
+	assert_int_equal(peer_state(w, &m), PORTAL_PEER_ALIVE);
+	assert_int_equal(m, PORTAL_LIVENESS_BY_LOCK);
+	assert_int_equal(portal_region_attach(h.uri, &s1, &r), -EBUSY);
+	/* A read-only observer tests the lock too. */
+	{
+		struct portal_region_opts ro = { .flags = PORTAL_REGION_F_READONLY };
+		portal_peer_watch_t *ow;
+		portal_region_t *obs;
+
+		assert_int_equal(portal_region_attach(h.uri, &ro, &obs), 0);
+		assert_int_equal(portal_region_watch_open(obs, 1, NULL, &ow), 0);
+		assert_int_equal(peer_state(ow, &m), PORTAL_PEER_ALIVE);
+		assert_int_equal(m, PORTAL_LIVENESS_BY_LOCK);
+		portal_region_watch_close(ow);
+		portal_region_detach(obs);
+	}
+	/* Re-creating under a live creator (its side-0 lock) is refused
+	 * before anything is written. */
+	{
+		uint64_t epoch = portal_region_epoch(c);
+
+		assert_int_equal(portal_region_create(h.uri, &co, &r), -EBUSY);
+		assert_int_equal(portal_region_validate(portal_region_base(c), 65536), 0);
+		assert_int_equal(((struct portal_region_hdr *)portal_region_base(c))->epoch, epoch);
+		assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+		assert_int_equal(pi.state, PORTAL_PART_ACTIVE);
+	}
+	stop_holder(&h, pid); /* exits without detaching */
+	assert_int_equal(peer_state(w, &m), PORTAL_PEER_DEAD);
+	assert_int_equal(m, PORTAL_LIVENESS_BY_LOCK);
+	if (portal_region_watch_fd(w) >= 0) { /* the pidfd fired with the exit */
+		pf.fd = portal_region_watch_fd(w);
+		pf.events = POLLIN;
+		assert_int_equal(poll(&pf, 1, 0), 1);
+	} else {
+		print_message("note: no pidfd here (kernel < 5.3 or another pid namespace)\n");
+	}
+
+	/* The dead owner's pid now names a live process (init): the lock,
+	 * not the pid, decides. */
+	slot = (struct portal_participant *)((uint8_t *)portal_region_base(c) +
+					     PORTAL_REGION_PART_OFFSET) + 1;
+	slot->pid = 1;
+	assert_int_equal(portal_region_attach(h.uri, &s1, &r), 0);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_RESTARTED);
+	assert_int_not_equal(st.epoch, st.watched_epoch);
+	assert_int_equal(portal_region_watch_rearm(w), 0);
+	assert_int_equal(peer_state(w, &m), PORTAL_PEER_ALIVE); /* our own handle holds it */
+	assert_int_equal(portal_region_check_self(r), 0);
+	portal_region_detach(r);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_GONE);
+
+	/* A clean detach of another process is GONE, never DEAD. */
+	h.clean = true;
+	pid = start_holder(&h);
+	assert_int_equal(portal_region_watch_rearm(w), 0);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ALIVE);
+	stop_holder(&h, pid);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_GONE);
+
+	/* Methods the caller forbids are not used: no lock, no heartbeat. */
+	portal_region_watch_close(w);
+	{
+		struct portal_liveness_opts lo = { .methods = PORTAL_LIVENESS_HEARTBEAT };
+
+		assert_int_equal(portal_region_watch_open(c, 0, &lo, &w), 0);
+		assert_int_equal(peer_state(w, &m), PORTAL_PEER_ALIVE);
+		assert_int_equal(m, PORTAL_LIVENESS_NONE);
+		assert_int_equal(portal_region_watch_fd(w), -1);
+		portal_region_watch_close(w);
+	}
+	portal_region_detach(c);
+	assert_int_equal(portal_region_destroy(h.uri), 0);
+}
+
+/* Across a VM boundary (F_VM: kind VM, pid 0, no lock): the heartbeat
+ * decides, on the watcher's clock; a restart is seen by its epoch, and
+ * the old incarnation is fenced. */
+static void t_liveness_heartbeat(void **state)
+{
+	struct portal_region_opts co = { .size = 65536 };
+	struct portal_region_opts vo = { .side = 1, .flags = PORTAL_REGION_F_VM, .ident = "guest" };
+	struct portal_liveness_opts lo = { .stall_ns = 150 * 1000000 }; /* >> scheduling gaps */
+	struct portal_participant_info pi;
+	struct portal_peer_status st;
+	portal_peer_watch_t *w;
+	portal_region_t *c, *a, *b;
+	uint64_t hb, old_epoch;
+	uint32_t m;
+	char uri[256];
+	int64_t t0;
+
+	(void)state;
+	shm_uri(uri, sizeof(uri), "beat");
+	assert_int_equal(portal_region_create(uri, &co, &c), 0);
+	assert_int_equal(portal_region_attach(uri, &vo, &a), 0);
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	assert_int_equal(pi.kind, PORTAL_PART_VM);
+	assert_int_equal(pi.pid, 0);
+	assert_int_equal(pi.flags, 0);
+	assert_int_equal(pi.lock_key, 0);
+
+	assert_int_equal(portal_region_watch_open(c, 1, &lo, &w), 0);
+	assert_int_equal(portal_region_watch_fd(w), -1);
+	/* Not heartbeating yet: nothing to judge by. */
+	assert_int_equal(peer_state(w, &m), PORTAL_PEER_ALIVE);
+	assert_int_equal(m, PORTAL_LIVENESS_NONE);
+	assert_int_equal(portal_region_heartbeat(a), 0);
+	assert_int_equal(peer_state(w, &m), PORTAL_PEER_ALIVE);
+	assert_int_equal(m, PORTAL_LIVENESS_BY_HEARTBEAT);
+	t0 = mono_ns();
+	while (peer_state(w, NULL) == PORTAL_PEER_ALIVE)
+		sleep_ms(2);
+	assert_true(mono_ns() - t0 >= lo.stall_ns);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_DEAD);
+	assert_true(st.stalled_ns >= lo.stall_ns);
+	assert_int_equal(portal_region_heartbeat(a), 0); /* it moves again */
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ALIVE);
+
+	/* The helper thread keeps it alive well past the stall. */
+	assert_int_equal(portal_region_heartbeat_start(a, 2 * 1000000), 0);
+	assert_int_equal(portal_region_heartbeat_start(a, 0), -EALREADY);
+	for (int i = 0; i < 20; i++) {
+		sleep_ms(15);
+		assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ALIVE);
+	}
+
+	/* The guest is paused (simulated: its thread keeps running, but a
+	 * new incarnation takes the side over once the old one is judged
+	 * dead). The VM slot (pid 0) is taken over with a new epoch. */
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	old_epoch = pi.epoch;
+	assert_int_equal(portal_region_attach(uri, &vo, &b), 0);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_RESTARTED);
+	assert_int_equal(st.watched_epoch, old_epoch);
+	assert_int_not_equal(st.epoch, old_epoch);
+	/* The old incarnation is fenced: its calls fail and write nothing;
+	 * its heartbeat thread stops by itself. */
+	assert_int_equal(portal_region_heartbeat(a), PORTAL_ESTALE);
+	assert_int_equal(portal_region_check_self(a), PORTAL_ESTALE);
+	sleep_ms(10);
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	hb = pi.heartbeat;
+	sleep_ms(20);
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	assert_int_equal(pi.heartbeat, hb); /* nobody beats for b */
+	portal_region_detach(a); /* leaves the new owner's slot alone */
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	assert_int_equal(pi.state, PORTAL_PART_ACTIVE);
+	assert_int_not_equal(pi.epoch, old_epoch);
+	assert_int_equal(portal_region_check_self(b), 0);
+	assert_int_equal(portal_region_watch_rearm(w), 0);
+	assert_int_equal(portal_region_heartbeat(b), 0);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ALIVE);
+	portal_region_detach(b);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_GONE);
+	portal_region_watch_close(w);
+	portal_region_detach(c);
+	assert_int_equal(portal_region_destroy(uri), 0);
+}
+
+struct racer {
+	char uri[256];
+	int up, down, down_w;
+};
+
+static int racer_fn(void *arg)
+{
+	struct racer *x = arg;
+	struct portal_region_opts o = { .side = 1 };
+	portal_region_t *r;
+	char won, go;
+
+	close(x->down_w); /* so the parent's close reaches us as EOF */
+	won = portal_region_attach(x->uri, &o, &r) == 0;
+	if (write(x->up, &won, 1) != 1)
+		return 1;
+	if (read(x->down, &go, 1) < 0)
+		return 2;
+	return 0;
+}
+
+/* Attachers racing for one slot (and for a dead owner's slot): exactly
+ * one wins each round. */
+static void t_liveness_race(void **state)
+{
+	struct portal_region_opts co = { .size = 65536 };
+	struct racer x;
+	portal_region_t *c;
+	pid_t pids[6];
+	int up[2], down[2], wins;
+
+	(void)state;
+	shm_uri(x.uri, sizeof(x.uri), "race");
+	assert_int_equal(portal_region_create(x.uri, &co, &c), 0);
+	for (int round = 0; round < 3; round++) {
+		assert_int_equal(pipe(up), 0);
+		assert_int_equal(pipe(down), 0);
+		x.up = up[1];
+		x.down = down[0];
+		x.down_w = down[1];
+		for (int i = 0; i < 6; i++)
+			assert_true((pids[i] = tu_spawn_bounded(racer_fn, &x, 20)) > 0);
+		close(up[1]);
+		close(down[0]);
+		wins = 0;
+		for (int i = 0; i < 6; i++) {
+			char won = 0;
+
+			assert_int_equal(read(up[0], &won, 1), 1);
+			wins += won;
+		}
+		assert_int_equal(wins, 1);
+		close(down[1]); /* all exit; the winner without detaching */
+		for (int i = 0; i < 6; i++)
+			assert_int_equal(tu_wait_bounded(pids[i]), 0);
+		close(up[0]);
+	}
+	portal_region_detach(c);
+	assert_int_equal(portal_region_destroy(x.uri), 0);
+}
+
+/* Regions attached from memory have no fd, so no lock: the heartbeat is
+ * their only method. And the argument checks. */
+static void t_liveness_args(void **state)
+{
+	struct portal_region_opts co = { .size = 65536 };
+	struct portal_region_opts ao = { .side = 1 };
+	struct portal_region_opts ro = { .flags = PORTAL_REGION_F_READONLY };
+	struct portal_liveness_opts bad = { 0 };
+	struct portal_participant_info pi;
+	struct portal_peer_status st;
+	portal_peer_watch_t *w = NULL;
+	portal_region_t *c, *m, *obs;
+	char uri[256];
+	uint32_t meth;
+
+	(void)state;
+	shm_uri(uri, sizeof(uri), "largs");
+	assert_int_equal(portal_region_create(uri, &co, &c), 0);
+	assert_int_equal(portal_region_attach_mem(portal_region_base(c), portal_region_size(c), &ao,
+						  &m), 0);
+	assert_int_equal(portal_region_participant(c, 1, &pi), 0);
+	assert_int_equal(pi.flags, 0);
+	assert_int_equal(pi.kind, PORTAL_PART_PROCESS);
+	/* A memory watcher cannot test the creator's lock. */
+	assert_int_equal(portal_region_watch_open(m, 0, NULL, &w), 0);
+	assert_int_equal(peer_state(w, &meth), PORTAL_PEER_ALIVE);
+	assert_int_equal(meth, PORTAL_LIVENESS_NONE);
+	portal_region_watch_close(w);
+
+	assert_int_equal(portal_region_watch_open(c, 2, NULL, &w), -EINVAL);
+	assert_int_equal(portal_region_watch_open(NULL, 0, NULL, &w), -EINVAL);
+	assert_int_equal(portal_region_watch_open(c, 0, NULL, NULL), -EINVAL);
+	bad.flags = 1;
+	assert_int_equal(portal_region_watch_open(c, 0, &bad, &w), -EINVAL);
+	bad.flags = 0, bad.methods = 0x80;
+	assert_int_equal(portal_region_watch_open(c, 0, &bad, &w), -EINVAL);
+	bad.methods = 0, bad.stall_ns = -1;
+	assert_int_equal(portal_region_watch_open(c, 0, &bad, &w), -EINVAL);
+	assert_int_equal(portal_region_watch_status(NULL, &st), -EINVAL);
+	assert_int_equal(portal_region_watch_rearm(NULL), -EINVAL);
+	assert_int_equal(portal_region_watch_fd(NULL), -1);
+	portal_region_watch_close(NULL);
+
+	/* An observer watches but has no slot to beat or check. */
+	assert_int_equal(portal_region_attach(uri, &ro, &obs), 0);
+	assert_int_equal(portal_region_heartbeat(obs), -EINVAL);
+	assert_int_equal(portal_region_check_self(obs), -EINVAL);
+	assert_int_equal(portal_region_heartbeat_start(obs, 0), -EINVAL);
+	assert_int_equal(portal_region_heartbeat_start(c, 999), -EINVAL);
+	assert_int_equal(portal_region_heartbeat_start(c, -1), -EINVAL);
+	portal_region_heartbeat_stop(c); /* none running: a no-op */
+	portal_region_heartbeat_stop(NULL);
+	assert_int_equal(portal_region_heartbeat(NULL), -EINVAL);
+	assert_int_equal(portal_region_watch_open(obs, 1, NULL, &w), 0);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ALIVE);
+	portal_region_watch_close(w);
+	portal_region_detach(obs);
+
+	/* A slot never used, and one nobody is in yet. */
+	portal_region_detach(m);
+	assert_int_equal(portal_region_watch_open(c, 1, NULL, &w), 0);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_GONE);
+	portal_region_watch_close(w);
+	portal_region_detach(c);
+	co.part_count = 3;
+	assert_int_equal(portal_region_create(uri, &co, &c), 0);
+	assert_int_equal(portal_region_watch_open(c, 2, NULL, &w), 0);
+	assert_int_equal(peer_state(w, NULL), PORTAL_PEER_ABSENT);
+	ao.side = 2;
+	assert_int_equal(portal_region_attach(uri, &ao, &m), 0);
+	assert_int_equal(portal_region_watch_status(w, &st), 0);
+	assert_int_equal(st.state, PORTAL_PEER_ALIVE); /* first sighting, not a restart */
+	assert_int_equal(st.epoch, st.watched_epoch);
+	portal_region_watch_close(w);
+	portal_region_detach(m);
+	portal_region_detach(c);
+	assert_int_equal(portal_region_destroy(uri), 0);
+}
+
 static void t_participants(void **state)
 {
 	struct portal_region_opts co = { .size = 65536, .part_count = 4, .ident = "creator" };
@@ -420,8 +781,8 @@ static void t_participants(void **state)
 	portal_region_heartbeat(a);
 	assert_int_equal(portal_region_participant(c, 3, &pi), 0);
 	assert_int_equal(pi.heartbeat, 1);
-	assert_int_equal(strlen(pi.ident), 31); /* truncated, NUL terminated */
-	assert_memory_equal(pi.ident, ao.ident, 31);
+	assert_int_equal(strlen(pi.ident), 23); /* truncated, NUL terminated */
+	assert_memory_equal(pi.ident, ao.ident, 23);
 	epoch = pi.epoch;
 
 	/* A read-only observer takes no slot and changes nothing. */
@@ -717,7 +1078,7 @@ static void t_arg_errors(void **state)
 	assert_int_equal(portal_region_create(buf, &o, &r), -EINVAL);
 	bad = o, bad.flags = PORTAL_REGION_F_READONLY;
 	assert_int_equal(portal_region_create(uri, &bad, &r), -EINVAL);
-	bad = o, bad.flags = 0x4;
+	bad = o, bad.flags = PORTAL_REGION_F_MASK + 1;
 	assert_int_equal(portal_region_create(uri, &bad, &r), -EINVAL);
 	bad = o, bad.part_count = 1;
 	assert_int_equal(portal_region_create(uri, &bad, &r), -EINVAL);
@@ -1155,6 +1516,10 @@ int main(void)
 		cmocka_unit_test(t_excl_recreate),
 		cmocka_unit_test(t_busy),
 		cmocka_unit_test(t_participants),
+		cmocka_unit_test(t_liveness_lock),
+		cmocka_unit_test(t_liveness_heartbeat),
+		cmocka_unit_test(t_liveness_race),
+		cmocka_unit_test(t_liveness_args),
 		cmocka_unit_test(t_directory),
 		cmocka_unit_test(t_alloc_init),
 		cmocka_unit_test(t_lookup_revalidates),

@@ -106,12 +106,129 @@ static int quarantine(portal_msgring_t *m, const char *why, uint64_t seen)
 	return PORTAL_EPROTO;
 }
 
+/* ---- reading records ---- */
+
+/* One record as found at a position: a PAD (if any) and the record. */
+struct rec_view {
+	uint32_t off;       /* payload's record header offset in the data */
+	uint32_t len;       /* payload bytes */
+	uint32_t bytes;     /* record bytes from the position, PAD included */
+	uint32_t seq_after; /* sequence number of the next record */
+	uint64_t word;      /* the header word last read (for the log) */
+	const char *why;    /* protocol violation, when 1 is returned */
+};
+
+/*
+ * Read the record at POS, expecting sequence number SEQ, without changing
+ * anything. Returns 0 (*V filled), -EAGAIN (nothing published there yet),
+ * or 1: not a valid record (V->why says why).
+ */
+static int read_record(const portal_msgring_t *m, uint64_t pos, uint32_t seq,
+		       struct rec_view *v)
+{
+	uint32_t off = (uint32_t)pos & m->mask, lf, n;
+	uint32_t bytes = 0;
+	uint64_t w;
+
+	for (;;) {
+		/* A1: header, then payload; pairs with R1 in commit. Read once. */
+		w = atomic_load_explicit(hdr_word(m, pos + bytes), memory_order_acquire);
+		v->word = w;
+		if (w == 0)
+			return -EAGAIN;
+		if ((uint32_t)(w >> 32) != seq) {
+			v->why = "record sequence number";
+			return 1;
+		}
+		lf = (uint32_t)w;
+		if (!(lf & PORTAL_MSG_PAD))
+			break;
+		/* PAD: must run exactly to the end of the ring, and only once. */
+		n = lf & PORTAL_MSG_LEN_MASK;
+		if (bytes || n != m->capacity - off - PORTAL_MSG_HDR_SIZE) {
+			v->why = "padding record";
+			return 1;
+		}
+		bytes = m->capacity - off;
+		seq = next_seq(seq);
+		off = 0;
+	}
+	n = lf & PORTAL_MSG_LEN_MASK;
+	if (n > m->max_msg || rec_size(n) > m->capacity - off) {
+		v->why = "record length";
+		return 1;
+	}
+	v->off = off;
+	v->len = n;
+	v->bytes = bytes + rec_size(n);
+	v->seq_after = next_seq(seq);
+	return 0;
+}
+
+/*
+ * A restarted producer: commit publishes the record header (the commit
+ * point), then prod_seq, then prod_tail. A predecessor killed between the
+ * header and prod_tail left one committed record past prod_tail, with
+ * prod_seq either still its number or already the next; the word at
+ * prod_tail is 0 otherwise (commit zeroes the word after each record).
+ * Step past such a record, or it would be overwritten - lost, and the
+ * consumer would see its sequence number twice. CONS: cons_head.
+ */
+static int resume_producer(portal_msgring_t *m, uint64_t cons)
+{
+	struct rec_view v;
+	uint32_t s = m->seq;
+
+	if (read_record(m, m->pos, s, &v) == 0) {
+		/* Killed before prod_seq: the record has number s. */
+	} else if ((uint32_t)(v.word >> 32) != 0 &&
+		   read_record(m, m->pos, (uint32_t)(v.word >> 32), &v) == 0 &&
+		   v.seq_after == s) {
+		/* Killed after prod_seq, before prod_tail. */
+	} else {
+		return v.word == 0 ? 0 : PORTAL_EPROTO;
+	}
+	if (m->pos + v.bytes - cons > m->capacity)
+		return PORTAL_EPROTO;
+	m->pos += v.bytes;
+	m->seq = v.seq_after;
+	/* R3, for the predecessor: sequence, then tail. */
+	atomic_store_explicit(&m->hdr->prod_seq, m->seq, memory_order_relaxed);
+	atomic_store_explicit(&m->hdr->prod_tail, m->pos, memory_order_release);
+	return 0;
+}
+
+/*
+ * A restarted consumer: release stores cons_seq, then cons_head. A
+ * predecessor killed between the two released a record whose number is
+ * cons_seq minus one (or two, with a PAD) while cons_head still points at
+ * it; it was released, so step past it. Anything else the first peek
+ * judges, as always.
+ */
+static int resume_consumer(portal_msgring_t *m)
+{
+	struct rec_view v;
+	uint64_t w;
+
+	/* Acquire: pairs with R1; read once, judged by read_record again. */
+	w = atomic_load_explicit(hdr_word(m, m->pos), memory_order_acquire);
+	if (w == 0 || (uint32_t)(w >> 32) == m->seq)
+		return 0;
+	if (read_record(m, m->pos, (uint32_t)(w >> 32), &v) == 0 && v.seq_after == m->seq) {
+		m->pos += v.bytes;
+		/* R2, for the predecessor; the bytes were released. */
+		atomic_store_explicit(&m->hdr->cons_head, m->pos, memory_order_release);
+	}
+	return 0;
+}
+
 int portal_msgring_attach(void *mem, size_t len, enum portal_ring_role role,
 			  portal_msgring_t **out)
 {
 	struct portal_msgring_hdr h;
 	portal_msgring_t *m;
 	uint64_t prod, cons;
+	int rc;
 
 	if (!mem || !out || (role != PORTAL_ROLE_PRODUCER && role != PORTAL_ROLE_CONSUMER) ||
 	    (uintptr_t)mem % PORTAL_CACHELINE)
@@ -149,6 +266,11 @@ int portal_msgring_attach(void *mem, size_t len, enum portal_ring_role role,
 	}
 	if (m->seq == 0)
 		m->seq = 1;
+	rc = role == PORTAL_ROLE_PRODUCER ? resume_producer(m, cons) : resume_consumer(m);
+	if (rc) {
+		free(m);
+		return rc;
+	}
 	*out = m;
 	return 0;
 }
@@ -251,49 +373,32 @@ int portal_msgring_send(portal_msgring_t *m, const void *buf, size_t len)
 
 int portal_msgring_peek(portal_msgring_t *m, const void **buf, size_t *len)
 {
-	uint64_t w;
-	uint32_t off, lf, n, seq = m->seq;
+	struct rec_view v;
+	int rc;
 
 	if (unlikely(m->quarantined))
 		return PORTAL_EPROTO;
 	if (unlikely(m->role != PORTAL_ROLE_CONSUMER || !buf || !len))
 		return -EINVAL;
-	off = (uint32_t)m->pos & m->mask;
 	m->peek_len = 0;
 	m->peeked = false;
-	for (;;) {
-		/* A1: header, then payload; pairs with R1 in commit. Read once. */
-		w = atomic_load_explicit(hdr_word(m, m->pos + m->peek_len), memory_order_acquire);
-		if (w == 0) {
-			/* Nothing yet. Touch the line after the header too, so
-			 * that when the record lands both of its lines are
-			 * fetched at once rather than one after the other. */
-			__builtin_prefetch(m->data + ((off + PORTAL_CACHELINE) & m->mask &
-						      ~(uint32_t)(PORTAL_CACHELINE - 1)));
-			m->st.empty++;
-			return -EAGAIN;
-		}
-		if (PORTAL_NEVER((uint32_t)(w >> 32) != seq))
-			return quarantine(m, "record sequence number", w);
-		lf = (uint32_t)w;
-		if (!(lf & PORTAL_MSG_PAD))
-			break;
-		/* PAD: must run exactly to the end of the ring, and only once. */
-		n = lf & PORTAL_MSG_LEN_MASK;
-		if (PORTAL_NEVER(m->peek_len || n != m->capacity - off - PORTAL_MSG_HDR_SIZE))
-			return quarantine(m, "padding record", w);
-		m->peek_len = m->capacity - off;
-		seq = next_seq(seq);
-		off = 0;
+	rc = read_record(m, m->pos, m->seq, &v);
+	if (rc == -EAGAIN) {
+		/* Nothing yet. Touch the line after the header too, so that
+		 * when the record lands both of its lines are fetched at once
+		 * rather than one after the other. */
+		__builtin_prefetch(m->data + ((((uint32_t)m->pos & m->mask) + PORTAL_CACHELINE) &
+					      m->mask & ~(uint32_t)(PORTAL_CACHELINE - 1)));
+		m->st.empty++;
+		return -EAGAIN;
 	}
-	n = lf & PORTAL_MSG_LEN_MASK;
-	if (PORTAL_NEVER(n > m->max_msg || rec_size(n) > m->capacity - off))
-		return quarantine(m, "record length", w);
-	m->peek_len += rec_size(n);
-	m->peek_seq = next_seq(seq);
+	if (PORTAL_NEVER(rc))
+		return quarantine(m, v.why, v.word);
+	m->peek_len = v.bytes;
+	m->peek_seq = v.seq_after;
 	m->peeked = true;
-	*buf = m->data + off + PORTAL_MSG_HDR_SIZE;
-	*len = n;
+	*buf = m->data + v.off + PORTAL_MSG_HDR_SIZE;
+	*len = v.len;
 	return 0;
 }
 
@@ -322,8 +427,12 @@ ssize_t portal_msgring_recv(portal_msgring_t *m, void *buf, size_t cap)
 
 	if (rc)
 		return rc;
-	if (len > cap)
+	if (len > cap) {
+		/* Unconsumed and not left peeked: the next recv (or peek)
+		 * finds it again; a release now is refused. */
+		m->peeked = false;
 		return -EMSGSIZE;
+	}
 	memcpy(buf, src, len);
 	portal_msgring_release(m);
 	return (ssize_t)len;
@@ -335,6 +444,14 @@ int portal_msgring_ready(portal_msgring_t *m)
 		return 1;
 	/* Acquire: pairs with R1, so a later peek sees what made us ready. */
 	return atomic_load_explicit(hdr_word(m, m->pos), memory_order_acquire) != 0;
+}
+
+int portal_msgring_position(const portal_msgring_t *m, uint64_t *pos)
+{
+	if (!m || !pos || m->role != PORTAL_ROLE_CONSUMER || !m->peeked)
+		return -EINVAL;
+	*pos = m->pos;
+	return 0;
 }
 
 uint32_t portal_msgring_max_msg(const portal_msgring_t *m) { return m->max_msg; }
@@ -369,3 +486,4 @@ int portal_msgring_open(portal_region_t *reg, const char *name, enum portal_ring
 
 	return rc ? rc : portal_msgring_attach(mem, len, role, out);
 }
+

@@ -12,10 +12,25 @@
  * cache says full or empty. Every re-read is checked: it may not go backwards
  * and may not claim more than the capacity. A violation quarantines the
  * handle (PORTAL_EPROTO from then on).
+ *
+ * Crash recovery. A recoverable ring has a claim record per multi-side
+ * handle after the slots. Before every CAS on its side's head, a handle
+ * stores in its record the head the CAS expects and the count it claims
+ * (release; the CAS is a release on success). So the record of whoever
+ * won the claim starting at position x shows x from before its CAS until
+ * it has published past x: there is no window in which a claim exists and
+ * no record names it. A survivor that is told a holder died finds the
+ * claim its record names, decides whether the dead holder won it (the
+ * head moved past x, the tail has not, and no other record shows x), and
+ * then publishes it in claim order: poison for a producer's claim, a copy
+ * to the recovering caller for a consumer's. docs/recovery.md has the
+ * argument in full.
  */
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/atomic_internal.h"
 #include "common/log_internal.h"
@@ -34,37 +49,88 @@ struct portal_ring {
 	uint64_t pos;            /* single side: our position (authoritative) */
 	uint64_t peer;           /* cached peer tail: cons_tail or prod_tail */
 	bool quarantined;
+	int qerr;                /* returned while quarantined */
+	struct portal_ring_claim *claims; /* producer records, then consumer */
+	uint32_t max_prod;       /* records per side (private copies) */
+	uint32_t max_cons;
+	struct portal_ring_claim *rec; /* ours, or NULL */
+	int rec_slot;            /* its number on our side, or -1 */
+	uint64_t rec_count;      /* count last stored in it */
+	uint64_t poison;         /* pattern of a recovered slot */
 	struct portal_ring_stats st;
 };
+
+/* Largest capacity. The doorbell's futex word (wake_seq) is 32 bits, and
+ * our Spin model shows the futex compare is sound only while capacity plus
+ * the notifies in flight stay below 2^32: keep capacity at most 2^30. */
+#define RING_MAX_CAPACITY (1u << 30)
+static_assert(sizeof(((struct portal_doorbell_shm *)0)->wake_seq) == 4 &&
+		      (uint64_t)RING_MAX_CAPACITY <= (UINT64_C(1) << 32) / 4,
+	      "ring capacity must stay far below the range of the doorbell's wake_seq");
 
 static bool params_ok(uint32_t mode, uint32_t slot_size, uint32_t capacity)
 {
 	return mode >= PORTAL_RING_SPSC && mode <= PORTAL_RING_MPMC && ring_is_pow2(slot_size) &&
 	       slot_size >= 8 && slot_size <= 256 && ring_is_pow2(capacity) && capacity >= 2 &&
-	       capacity <= (1u << 30);
+	       capacity <= RING_MAX_CAPACITY;
+}
+
+static bool recovery_ok(uint32_t mode, uint32_t max_prod, uint32_t max_cons, uint32_t rflags)
+{
+	return !(rflags & ~PORTAL_RING_RF_MASK) && max_prod <= PORTAL_RING_MAX_CLAIMS &&
+	       max_cons <= PORTAL_RING_MAX_CLAIMS && (!max_prod || mode != PORTAL_RING_SPSC) &&
+	       (!max_cons || mode == PORTAL_RING_MPMC);
+}
+
+size_t portal_ring_memsize_recoverable(const struct portal_ring_params *p,
+				       const struct portal_ring_recovery_params *rp)
+{
+	size_t n = 0;
+
+	if (!p || p->flags || !params_ok(p->mode, p->slot_size, p->capacity))
+		return 0;
+	if (rp) {
+		if (!recovery_ok(p->mode, rp->max_producers, rp->max_consumers, rp->flags))
+			return 0;
+		n = (size_t)rp->max_producers + rp->max_consumers;
+	}
+	return PORTAL_RING_HDR_SIZE + (size_t)p->capacity * p->slot_size +
+	       n * sizeof(struct portal_ring_claim);
 }
 
 size_t portal_ring_memsize(const struct portal_ring_params *p)
 {
-	if (!p || p->flags || !params_ok(p->mode, p->slot_size, p->capacity))
-		return 0;
-	return PORTAL_RING_HDR_SIZE + (size_t)p->capacity * p->slot_size;
+	return portal_ring_memsize_recoverable(p, NULL);
 }
 
-int portal_ring_init(void *mem, size_t len, const struct portal_ring_params *p)
+int portal_ring_init_recoverable(void *mem, size_t len, const struct portal_ring_params *p,
+				 const struct portal_ring_recovery_params *rp)
 {
 	struct portal_ring_hdr *h = mem;
-	size_t need = portal_ring_memsize(p);
+	size_t need = portal_ring_memsize_recoverable(p, rp);
+	size_t slots;
 
 	if (!mem || !need || len < need || (uintptr_t)mem % PORTAL_CACHELINE)
 		return -EINVAL;
+	slots = (size_t)p->capacity * p->slot_size;
 	memset(h, 0, PORTAL_RING_HDR_SIZE);
+	/* Every record FREE, no claim. */
+	memset((uint8_t *)mem + PORTAL_RING_HDR_SIZE + slots, 0,
+	       need - PORTAL_RING_HDR_SIZE - slots);
 	h->magic = PORTAL_RING_MAGIC;
 	h->version = 1;
 	h->mode = (uint16_t)p->mode;
 	h->slot_size = p->slot_size;
 	h->capacity = p->capacity;
 	h->obj_size = need;
+	if (rp) {
+		h->max_producers = rp->max_producers;
+		h->max_consumers = rp->max_consumers;
+		h->rflags = rp->flags;
+		h->poison = rp->flags & PORTAL_RING_F_POISON ? rp->poison : UINT64_MAX;
+	} else {
+		h->poison = UINT64_MAX;
+	}
 	/* Relaxed: nobody may attach before init returns; the region directory
 	 * (or the caller's own hand-off) publishes the ring. */
 	atomic_store_explicit(&h->prod_head, 0, memory_order_relaxed);
@@ -74,21 +140,60 @@ int portal_ring_init(void *mem, size_t len, const struct portal_ring_params *p)
 	return 0;
 }
 
+int portal_ring_init(void *mem, size_t len, const struct portal_ring_params *p)
+{
+	return portal_ring_init_recoverable(mem, len, p, NULL);
+}
+
 static int quarantine(portal_ring_t *r, const char *why, uint64_t seen)
 {
 	if (!r->quarantined)
 		portal_log(PORTAL_LOG_ERROR, "ring %p quarantined: %s (peer wrote %llu)",
 			   (void *)r->hdr, why, (unsigned long long)seen);
 	r->quarantined = true;
+	r->qerr = PORTAL_EPROTO;
 	r->st.proto_errors++;
 	return PORTAL_EPROTO;
 }
 
-int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal_ring_t **out)
+/* Take claim record SLOT (or the first free one) of COUNT records at RECS. */
+static int claim_take(struct portal_ring_claim *recs, uint32_t count, int slot, uint64_t owner,
+		      int *taken)
+{
+	uint32_t i, lo = 0, hi = count;
+
+	if (slot != PORTAL_RING_CLAIM_ANY) {
+		if (slot < 0 || (uint32_t)slot >= count)
+			return -EINVAL;
+		lo = (uint32_t)slot;
+		hi = lo + 1;
+	}
+	for (i = lo; i < hi; i++) {
+		uint32_t st = PORTAL_CLAIM_FREE;
+
+		/* Acquire: pairs with the release that freed it (detach,
+		 * recovery), so the holder before us is finished with it. */
+		if (atomic_compare_exchange_strong_explicit(&recs[i].state, &st, PORTAL_CLAIM_HELD,
+							    memory_order_acquire,
+							    memory_order_relaxed)) {
+			/* Relaxed: a tag for find_claims; no claim yet (count 0). */
+			atomic_store_explicit(&recs[i].owner, owner, memory_order_relaxed);
+			atomic_store_explicit(&recs[i].count, 0, memory_order_relaxed);
+			*taken = (int)i;
+			return 0;
+		}
+	}
+	return -EBUSY;
+}
+
+int portal_ring_attach_claim(void *mem, size_t len, enum portal_ring_role role, int slot,
+			     uint64_t owner, portal_ring_t **out)
 {
 	struct portal_ring_hdr h;
 	portal_ring_t *r;
-	uint64_t prod, cons;
+	uint64_t prod, cons, base;
+	uint32_t nrec;
+	int rc;
 
 	if (!mem || !out || (role != PORTAL_ROLE_PRODUCER && role != PORTAL_ROLE_CONSUMER) ||
 	    (uintptr_t)mem % PORTAL_CACHELINE)
@@ -97,10 +202,22 @@ int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal
 		return PORTAL_EPROTO;
 	memcpy(&h, mem, offsetof(struct portal_ring_hdr, pad0));
 	if (h.magic != PORTAL_RING_MAGIC || h.version != 1 ||
-	    !params_ok(h.mode, h.slot_size, h.capacity) ||
-	    h.obj_size != PORTAL_RING_HDR_SIZE + (uint64_t)h.capacity * h.slot_size ||
-	    h.obj_size > len)
+	    !params_ok(h.mode, h.slot_size, h.capacity) || h.obj_size > len)
 		return PORTAL_EPROTO;
+	base = PORTAL_RING_HDR_SIZE + (uint64_t)h.capacity * h.slot_size;
+	if (h.obj_size == base) {
+		/* No claim records: the recovery fields are not ours to read. */
+		h.max_producers = h.max_consumers = 0;
+		if (h.rflags != PORTAL_RING_F_POISON)
+			h.poison = UINT64_MAX;
+	} else if (h.max_producers + h.max_consumers == 0 ||
+		   !recovery_ok(h.mode, h.max_producers, h.max_consumers, h.rflags) ||
+		   h.obj_size != base + (uint64_t)(h.max_producers + h.max_consumers) *
+						sizeof(struct portal_ring_claim)) {
+		return PORTAL_EPROTO;
+	} else if (!(h.rflags & PORTAL_RING_F_POISON)) {
+		h.poison = UINT64_MAX;
+	}
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
@@ -112,6 +229,12 @@ int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal
 	r->capacity = h.capacity;
 	r->mask = h.capacity - 1;
 	r->slot_shift = (uint32_t)__builtin_ctz(h.slot_size);
+	r->qerr = PORTAL_EPROTO;
+	r->claims = (struct portal_ring_claim *)(void *)((uint8_t *)mem + base);
+	r->max_prod = h.max_producers;
+	r->max_cons = h.max_consumers;
+	r->poison = h.poison;
+	r->rec_slot = -1;
 
 	/* Start from the published tails; a restarted side resumes there. */
 	prod = atomic_load_explicit(&r->hdr->prod_tail, memory_order_acquire);
@@ -122,13 +245,50 @@ int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal
 	}
 	r->pos = role == PORTAL_ROLE_PRODUCER ? prod : cons;
 	r->peer = role == PORTAL_ROLE_PRODUCER ? cons : prod;
+
+	/* A multi-side handle of a side with records must hold one. */
+	nrec = role == PORTAL_ROLE_PRODUCER ? r->max_prod : r->max_cons;
+	if (nrec) {
+		struct portal_ring_claim *recs =
+			role == PORTAL_ROLE_PRODUCER ? r->claims : r->claims + r->max_prod;
+
+		rc = claim_take(recs, nrec, slot, owner, &r->rec_slot);
+		if (rc) {
+			free(r);
+			return rc;
+		}
+		r->rec = &recs[r->rec_slot];
+	}
 	*out = r;
 	return 0;
 }
 
+int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal_ring_t **out)
+{
+	return portal_ring_attach_claim(mem, len, role, PORTAL_RING_CLAIM_ANY, (uint64_t)getpid(),
+					out);
+}
+
 void portal_ring_detach(portal_ring_t *r)
 {
+	uint32_t st = PORTAL_CLAIM_HELD;
+
+	if (r && r->rec) {
+		/* Relaxed: no claim; the release below publishes it. */
+		atomic_store_explicit(&r->rec->count, 0, memory_order_relaxed);
+		/* Release: our last use of the record, then FREE; pairs with
+		 * the acquire in claim_take. A CAS, so a record that a
+		 * mistaken recovery already freed (and someone took) stays
+		 * theirs. */
+		atomic_compare_exchange_strong_explicit(&r->rec->state, &st, PORTAL_CLAIM_FREE,
+							memory_order_release, memory_order_relaxed);
+	}
 	free(r);
+}
+
+int portal_ring_claim_slot(const portal_ring_t *r)
+{
+	return r ? r->rec_slot : -1;
 }
 
 /* ---- slot copies, split at the wrap ---- */
@@ -194,7 +354,7 @@ static inline int refresh_prod(portal_ring_t *r, uint64_t pos)
 #define CHECK_CALL(r, want_role, ok_mode)                                            \
 	do {                                                                         \
 		if (unlikely((r)->quarantined))                                      \
-			return PORTAL_EPROTO;                                        \
+			return (r)->qerr;                                            \
 		if (unlikely((r)->role != (want_role) || !(ok_mode)))                \
 			return -EINVAL;                                              \
 	} while (0)
@@ -258,25 +418,75 @@ int portal_ring_dequeue_burst_sc(portal_ring_t *r, void *objs, unsigned n)
 }
 
 /*
+ * Back off while waiting for another claimant: spin a little (it is
+ * usually running and about to publish), then yield (it was preempted),
+ * then sleep, 2 us doubling to 1 ms (busy claimants outnumber the CPUs, or
+ * it is stopped or dead). *N counts the calls; returns false once *N has
+ * passed LIMIT (0: no limit), having waited about 1 ms in all by then if
+ * LIMIT is RECOVER_WAITS.
+ */
+#define BACKOFF_SPINS  128u
+#define BACKOFF_YIELDS 32u
+#define BACKOFF_SLEEP_MAX_SHIFT 9u /* 2 us << 9 = 1 ms */
+#define RECOVER_WAITS (BACKOFF_SPINS + BACKOFF_YIELDS + BACKOFF_SLEEP_MAX_SHIFT + 1)
+
+static bool backoff(unsigned *n, unsigned limit)
+{
+	unsigned k = (*n)++;
+	struct timespec ts = { 0, 0 };
+
+	if (limit && k >= limit)
+		return false;
+	if (k < BACKOFF_SPINS) {
+		portal_cpu_relax();
+		return true;
+	}
+	if (k < BACKOFF_SPINS + BACKOFF_YIELDS) {
+		sched_yield();
+		return true;
+	}
+	k -= BACKOFF_SPINS + BACKOFF_YIELDS;
+	ts.tv_nsec = 2000L << (k < BACKOFF_SLEEP_MAX_SHIFT ? k : BACKOFF_SLEEP_MAX_SHIFT);
+	nanosleep(&ts, NULL);
+	return true;
+}
+
+/*
  * Wait until the claims before ours have been published, then publish ours.
  * The earlier claimants are in our trust domain (MP/MC rings never cross a VM
- * boundary); a long wait means one was preempted, so yield after a while.
+ * boundary); a long wait means one was preempted, or died: recovery by a
+ * survivor publishes a dead one's claim for it. Returns 0, or -EOWNERDEAD
+ * if the tail has passed our claim: a recovery took it over, believing us
+ * dead, and we must not publish.
  */
-static void publish_in_order(_Atomic uint64_t *tail, uint64_t old, uint64_t new_pos)
+static int publish_in_order(_Atomic uint64_t *tail, uint64_t old, uint64_t new_pos)
 {
-	unsigned spins = 0;
+	unsigned waits = 0;
+	uint64_t t;
 
 	/* A3: the earlier claimants' publish, then ours, so that one acquire
 	 * of our tail covers their slots too; pairs with the R1/R2 below
-	 * as executed by the claimant before us. */
-	while (atomic_load_explicit(tail, memory_order_acquire) != old) {
-		if (++spins < 1024)
-			portal_cpu_relax();
-		else
-			sched_yield();
+	 * as executed by the claimant before us (or R4/R5 in recovery). */
+	while ((t = atomic_load_explicit(tail, memory_order_acquire)) != old) {
+		if (unlikely((int64_t)(t - old) > 0))
+			return -EOWNERDEAD;
+		backoff(&waits, 0);
 	}
 	/* R1/R2 (MP/MC): our slots, then the tail; pairs with A1/A2. */
 	atomic_store_explicit(tail, new_pos, memory_order_release);
+	return 0;
+}
+
+/* Our claim was recovered while we were alive: stop using this handle. */
+static int claim_lost(portal_ring_t *r)
+{
+	portal_log(PORTAL_LOG_ERROR, "ring %p: our claim was recovered by another party",
+		   (void *)r->hdr);
+	r->rec = NULL;
+	r->rec_slot = -1;
+	r->quarantined = true;
+	r->qerr = -EOWNERDEAD;
+	return -EOWNERDEAD;
 }
 
 /*
@@ -323,83 +533,153 @@ static int refresh_prod_mc(portal_ring_t *r, uint64_t *head)
 }
 
 /*
- * Snapshot a claim head (prod_head or cons_head) for a CAS loop, checked
- * against its own side's tail: a head behind its tail, or more than a ring
- * ahead of it, would make publish_in_order wait for ever. Each bound is
- * checked against a tail read on the side that makes it hold for honest
- * claimants racing with us: head >= a tail read before it, and head - cap
- * <= a tail read after it.
+ * Check a snapshot H of a claim head (prod_head or cons_head) against its
+ * own side's tail: a head behind its tail, or more than a ring ahead of it,
+ * would make publish_in_order wait for ever. Each bound is checked against
+ * a tail read on the side that makes it hold for honest claimants racing
+ * with us: head >= T1, a tail read before the head, and head - cap <= a
+ * tail read after it. Run on the first snapshot and again on every new one
+ * (after a failed CAS or a refresh), before it is used to claim.
  */
-static int load_claim_head(portal_ring_t *r, _Atomic uint64_t *head, _Atomic uint64_t *tail,
-			   uint64_t *out)
+static int check_claim_head(portal_ring_t *r, _Atomic uint64_t *tail, uint64_t t1, uint64_t h)
 {
-	/* Acquire: tails only grow, and the head read next is ordered after. */
-	uint64_t t1 = atomic_load_explicit(tail, memory_order_acquire);
-	/* Acquire: orders the second tail read after this one. The CAS later
-	 * revalidates the head; the peer's tail is read with A1/A2. */
-	uint64_t h = atomic_load_explicit(head, memory_order_acquire);
+	/* Relaxed: the head was read before (acquire, or by the CAS that
+	 * failed with acquire); tails only grow. */
 	uint64_t t2 = atomic_load_explicit(tail, memory_order_relaxed);
 
 	if (PORTAL_NEVER((int64_t)(h - t1) < 0 || (int64_t)(h - t2) > (int64_t)r->capacity))
 		return quarantine(r, "claim head out of range of its tail", h);
-	*out = h;
 	return 0;
+}
+
+static int load_claim_head(portal_ring_t *r, _Atomic uint64_t *head, _Atomic uint64_t *tail,
+			   uint64_t *t1, uint64_t *out)
+{
+	/* Acquire: tails only grow, and the head read next is ordered after. */
+	*t1 = atomic_load_explicit(tail, memory_order_acquire);
+	/* Acquire: orders the second tail read after this one. The CAS later
+	 * revalidates the head; the peer's tail is read with A1/A2. */
+	*out = atomic_load_explicit(head, memory_order_acquire);
+	return check_claim_head(r, tail, *t1, *out);
+}
+
+/*
+ * Name the claim we are about to try, [HEAD, HEAD + N), in our record.
+ * Release: with the release of a successful claim CAS (C1/C2) it makes the
+ * record visible to a recovery that sees the head moved (pairs with A4).
+ */
+static inline void record_claim(portal_ring_t *r, uint64_t head, unsigned n)
+{
+	if (r->rec_count != n) {
+		/* Relaxed: ordered before the head by its release. */
+		atomic_store_explicit(&r->rec->count, n, memory_order_relaxed);
+		r->rec_count = n;
+	}
+	atomic_store_explicit(&r->rec->head, head, memory_order_release);
+}
+
+/* We named a claim and then did not make it (full / empty): say so, or a
+ * recovery of whoever did win it would wait on our record. */
+static inline void record_none(portal_ring_t *r)
+{
+	/* Relaxed: a record whose CAS failed never owned anything; this only
+	 * lets a recovery stop waiting on it. */
+	atomic_store_explicit(&r->rec->count, 0, memory_order_relaxed);
+	r->rec_count = 0;
+}
+
+/* C1/C2: claim [HEAD, HEAD+N) of a side's head. Release on success when we
+ * hold a record (pairs with A4 in recovery); otherwise the slots are ours
+ * only after success and are published by R1/R2. Acquire on failure (and
+ * so, as C11 wants, on success): orders the re-check of the new head's
+ * tail after it; free on x86, where every CAS is a full barrier. */
+static inline bool claim_cas(portal_ring_t *r, _Atomic uint64_t *h, uint64_t *head, unsigned n)
+{
+	if (r->rec)
+		return atomic_compare_exchange_weak_explicit(h, head, *head + n,
+							     memory_order_acq_rel,
+							     memory_order_acquire);
+	return atomic_compare_exchange_weak_explicit(h, head, *head + n, memory_order_acquire,
+						     memory_order_acquire);
 }
 
 int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n)
 {
-	uint64_t head;
+	uint64_t head, t1;
 	int64_t room;
 	unsigned want = n;
+	bool named = false;
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_PRODUCER, r->mode != PORTAL_RING_SPSC);
-	rc = load_claim_head(r, &r->hdr->prod_head, &r->hdr->prod_tail, &head);
+	rc = load_claim_head(r, &r->hdr->prod_head, &r->hdr->prod_tail, &t1, &head);
 	if (rc)
 		return rc;
-	do {
+	for (;;) {
 		n = want;
 		room = (int64_t)(r->peer + r->capacity - head);
 		if (room < (int64_t)n) {
+			uint64_t before = head;
+
 			rc = refresh_cons_mp(r, &head);
+			if (!rc && head != before)
+				rc = check_claim_head(r, &r->hdr->prod_tail, t1, head);
 			if (rc)
-				return rc;
+				goto fail;
 			room = (int64_t)(r->peer + r->capacity - head);
 		}
 		if (room < (int64_t)n)
 			n = room > 0 ? (unsigned)room : 0;
 		if (n == 0) {
+			if (named)
+				record_none(r);
 			r->st.full++;
 			return 0;
 		}
-		/* C1: claim [head, head+n); relaxed, the slots are ours only
-		 * after success and are published by R1. */
-	} while (!atomic_compare_exchange_weak_explicit(&r->hdr->prod_head, &head, head + n,
-							memory_order_relaxed, memory_order_relaxed));
+		if (r->rec) {
+			record_claim(r, head, n);
+			named = true;
+		}
+		if (claim_cas(r, &r->hdr->prod_head, &head, n))
+			break;
+		rc = check_claim_head(r, &r->hdr->prod_tail, t1, head);
+		if (rc)
+			goto fail;
+	}
 	copy_in(r, head, objs, n);
-	publish_in_order(&r->hdr->prod_tail, head, head + n);
+	if (unlikely(publish_in_order(&r->hdr->prod_tail, head, head + n)))
+		return claim_lost(r);
 	r->st.enqueued += n;
 	return (int)n;
+fail:
+	if (named)
+		record_none(r);
+	return rc;
 }
 
 int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 {
-	uint64_t head;
+	uint64_t head, t1;
 	int64_t avail;
 	unsigned want = n;
+	bool named = false;
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_CONSUMER, r->mode == PORTAL_RING_MPMC);
-	rc = load_claim_head(r, &r->hdr->cons_head, &r->hdr->cons_tail, &head);
+	rc = load_claim_head(r, &r->hdr->cons_head, &r->hdr->cons_tail, &t1, &head);
 	if (rc)
 		return rc;
-	do {
+	for (;;) {
 		n = want;
 		avail = (int64_t)(r->peer - head);
 		if (avail < (int64_t)n) {
+			uint64_t before = head;
+
 			rc = refresh_prod_mc(r, &head);
+			if (!rc && head != before)
+				rc = check_claim_head(r, &r->hdr->cons_tail, t1, head);
 			if (rc)
-				return rc;
+				goto fail;
 			avail = (int64_t)(r->peer - head);
 		}
 		/* Honest producers keep prod_tail <= cons_tail + capacity, and
@@ -408,22 +688,39 @@ int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 		 * is forged: a value about 2^63 ahead of the cache passes the
 		 * signed checks of refresh_prod_mc as "behind cons_head", and
 		 * reads as ahead again once cons_head has moved past the cache. */
-		if (PORTAL_NEVER(avail > (int64_t)r->capacity))
-			return quarantine(r, "producer tail beyond capacity", r->peer);
+		if (PORTAL_NEVER(avail > (int64_t)r->capacity)) {
+			rc = quarantine(r, "producer tail beyond capacity", r->peer);
+			goto fail;
+		}
 		if (avail < (int64_t)n)
 			n = avail > 0 ? (unsigned)avail : 0;
 		if (n == 0) {
+			if (named)
+				record_none(r);
 			r->st.empty++;
 			return 0;
 		}
-		/* C2: claim [head, head+n); A1 already ordered our slot reads
-		 * after the producers' publish. */
-	} while (!atomic_compare_exchange_weak_explicit(&r->hdr->cons_head, &head, head + n,
-							memory_order_relaxed, memory_order_relaxed));
+		if (r->rec) {
+			record_claim(r, head, n);
+			named = true;
+		}
+		/* C2: A1 already ordered our slot reads after the producers'
+		 * publish. */
+		if (claim_cas(r, &r->hdr->cons_head, &head, n))
+			break;
+		rc = check_claim_head(r, &r->hdr->cons_tail, t1, head);
+		if (rc)
+			goto fail;
+	}
 	copy_out(r, head, objs, n);
-	publish_in_order(&r->hdr->cons_tail, head, head + n);
+	if (unlikely(publish_in_order(&r->hdr->cons_tail, head, head + n)))
+		return claim_lost(r);
 	r->st.dequeued += n;
 	return (int)n;
+fail:
+	if (named)
+		record_none(r);
+	return rc;
 }
 
 int portal_ring_enqueue_burst(portal_ring_t *r, const void *objs, unsigned n)
@@ -458,7 +755,7 @@ int portal_ring_count(portal_ring_t *r)
 	int rc;
 
 	if (r->quarantined)
-		return PORTAL_EPROTO;
+		return r->qerr;
 	if (r->role != PORTAL_ROLE_CONSUMER)
 		return -EINVAL;
 	if (r->mode == PORTAL_RING_MPMC) {
@@ -478,6 +775,329 @@ uint32_t portal_ring_slot_size(const portal_ring_t *r) { return r->slot_size; }
 uint32_t portal_ring_capacity(const portal_ring_t *r) { return r->capacity; }
 bool portal_ring_quarantined(const portal_ring_t *r) { return r->quarantined; }
 void portal_ring_stats(const portal_ring_t *r, struct portal_ring_stats *st) { *st = r->st; }
+
+uint64_t portal_ring_position(const portal_ring_t *r)
+{
+	bool multi = r->role == PORTAL_ROLE_PRODUCER ? r->mode != PORTAL_RING_SPSC
+						     : r->mode == PORTAL_RING_MPMC;
+
+	if (!multi)
+		return r->pos;
+	/* Relaxed: a snapshot of our side's published tail. */
+	return atomic_load_explicit(r->role == PORTAL_ROLE_PRODUCER ? &r->hdr->prod_tail
+								    : &r->hdr->cons_tail,
+				    memory_order_relaxed);
+}
+
+int portal_ring_peer_position(portal_ring_t *r, uint64_t *pos)
+{
+	uint64_t h;
+	int rc;
+
+	if (!r || !pos)
+		return -EINVAL;
+	if (r->quarantined)
+		return r->qerr;
+	if (r->role == PORTAL_ROLE_PRODUCER) {
+		if (r->mode == PORTAL_RING_SPSC) {
+			rc = refresh_cons(r, r->pos);
+		} else {
+			/* Relaxed: a bound for the check, read after nothing. */
+			h = atomic_load_explicit(&r->hdr->prod_head, memory_order_relaxed);
+			rc = refresh_cons_mp(r, &h);
+		}
+	} else if (r->mode != PORTAL_RING_MPMC) {
+		rc = refresh_prod(r, r->pos);
+	} else {
+		/* Relaxed: as in portal_ring_count. */
+		h = atomic_load_explicit(&r->hdr->cons_head, memory_order_relaxed);
+		rc = refresh_prod_mc(r, &h);
+	}
+	if (rc)
+		return rc;
+	*pos = r->peer;
+	return 0;
+}
+
+bool portal_ring_is_poison(const portal_ring_t *r, const void *slot)
+{
+	const uint8_t *p = slot;
+	uint32_t i;
+
+	for (i = 0; i < r->slot_size; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, p + i, 8);
+		if (w != r->poison)
+			return false;
+	}
+	return true;
+}
+
+/* ---- crash recovery ---- */
+
+/* One side's claim state, for recovery. */
+struct claim_side {
+	_Atomic uint64_t *head;
+	_Atomic uint64_t *tail;
+	struct portal_ring_claim *recs;
+	uint32_t nrec;
+};
+
+static int claim_side(portal_ring_t *r, enum portal_ring_role role, struct claim_side *sd)
+{
+	if (role == PORTAL_ROLE_PRODUCER) {
+		sd->head = &r->hdr->prod_head;
+		sd->tail = &r->hdr->prod_tail;
+		sd->recs = r->claims;
+		sd->nrec = r->max_prod;
+	} else {
+		sd->head = &r->hdr->cons_head;
+		sd->tail = &r->hdr->cons_tail;
+		sd->recs = r->claims + r->max_prod;
+		sd->nrec = r->max_cons;
+	}
+	return sd->nrec ? 0 : -EINVAL;
+}
+
+/*
+ * Find what the dead holder of record SLOT still holds. Returns 1 with
+ * [*X, *X + *N) its claim, claimed and not published; 0 if it holds
+ * nothing (its last CAS failed or never ran, or it published); -EAGAIN if
+ * another record still names the same position after a bounded wait; or
+ * PORTAL_EPROTO.
+ *
+ * Why 1 is right: X was a value of the head (the holder read it there).
+ * Whoever won the claim at X named X in its record before its CAS, and
+ * renames its record only in a later call, after publishing past X. We
+ * read the head (acquire) past X, so that winner's record is visible;
+ * then every record; then the tail. If the tail is still at or before X,
+ * the winner had not published when we read the tail, so its record
+ * showed X when we read it: if the dead holder's is the only one, the
+ * dead holder won.
+ */
+static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t slot, uint64_t *xo,
+		      uint32_t *no)
+{
+	struct portal_ring_claim *d = &sd->recs[slot];
+	/* Acquire: the holder is dead, so this is its last record; pairs
+	 * with its release in record_claim. */
+	uint64_t x = atomic_load_explicit(&d->head, memory_order_acquire);
+	uint64_t n = atomic_load_explicit(&d->count, memory_order_relaxed);
+	unsigned waits = 0;
+	uint32_t i;
+
+	if (n == 0)
+		return 0;
+	for (;;) {
+		/* A4: pairs with the release of the winning claim CAS C1/C2
+		 * (and the release sequence of the CASes after it). */
+		uint64_t h = atomic_load_explicit(sd->head, memory_order_acquire);
+		uint64_t t;
+		bool dup = false;
+
+		if ((int64_t)(h - x) <= 0)
+			return 0; /* nobody has claimed at x: its CAS never ran */
+		for (i = 0; i < sd->nrec; i++) {
+			struct portal_ring_claim *c = &sd->recs[i];
+
+			/* Relaxed: FREE records hold no claim (freed only once
+			 * published); a record taken after our head read
+			 * cannot have won at x. */
+			if (i == slot ||
+			    atomic_load_explicit(&c->state, memory_order_relaxed) == PORTAL_CLAIM_FREE)
+				continue;
+			/* Acquire: orders the tail read below after it. */
+			if (atomic_load_explicit(&c->head, memory_order_acquire) == x &&
+			    atomic_load_explicit(&c->count, memory_order_relaxed) != 0)
+				dup = true;
+		}
+		/* Acquire: after the records. */
+		t = atomic_load_explicit(sd->tail, memory_order_acquire);
+		if ((int64_t)(t - x) > 0)
+			return 0; /* published: by the holder, or not its claim */
+		if (!dup) {
+			if (PORTAL_NEVER(n > r->capacity || (int64_t)(h - x) < (int64_t)n ||
+					 x + n - t > r->capacity))
+				return quarantine(r, "dead claim out of range", x);
+			*xo = x;
+			*no = (uint32_t)n;
+			return 1;
+		}
+		if (!backoff(&waits, RECOVER_WAITS))
+			return -EAGAIN;
+	}
+}
+
+/* Wait (bounded) for the claims before X to be published. 0 or -EAGAIN. */
+static int publish_dead_wait(_Atomic uint64_t *tail, uint64_t x)
+{
+	unsigned waits = 0;
+
+	/* Acquire: as A3. */
+	while (atomic_load_explicit(tail, memory_order_acquire) != x)
+		if (!backoff(&waits, RECOVER_WAITS))
+			return -EAGAIN;
+	return 0;
+}
+
+/* Wait (bounded) for the claims before [X, X + N) to be published, then
+ * publish it. 0 or -EAGAIN. */
+static int publish_dead(_Atomic uint64_t *tail, uint64_t x, uint32_t n)
+{
+	unsigned waits = 0;
+	uint64_t t;
+
+	/* A3 again: the earlier claims, then ours. */
+	while ((t = atomic_load_explicit(tail, memory_order_acquire)) != x) {
+		if (PORTAL_NEVER((int64_t)(t - x) > 0))
+			return 0; /* cannot happen: we hold the record */
+		if (!backoff(&waits, RECOVER_WAITS))
+			return -EAGAIN;
+	}
+	/* R4/R5: the poison written (R4, producer side) or the elements
+	 * copied out (R5, consumer side), then the tail; pairs with A1/A2 and
+	 * A3. A CAS: nobody else may publish from x, and this says so. */
+	if (PORTAL_NEVER(!atomic_compare_exchange_strong_explicit(tail, &t, x + n,
+								  memory_order_release,
+								  memory_order_relaxed)))
+		return -EAGAIN;
+	return 0;
+}
+
+/* Lock record SLOT for recovery: 1 locked, 0 free (nothing to do), -EBUSY. */
+static int recover_lock(struct portal_ring_claim *c)
+{
+	uint32_t st = PORTAL_CLAIM_HELD;
+
+	/* Acquire: pairs with a previous recovery's release. */
+	if (atomic_compare_exchange_strong_explicit(&c->state, &st, PORTAL_CLAIM_RECOVERING,
+						    memory_order_acquire, memory_order_relaxed))
+		return 1;
+	return st == PORTAL_CLAIM_FREE ? 0 : -EBUSY;
+}
+
+/* Unlock: DONE frees the record (no claim left), else it stays HELD. */
+static void recover_unlock(struct portal_ring_claim *c, bool done)
+{
+	if (done)
+		/* Relaxed: published by the release below. */
+		atomic_store_explicit(&c->count, 0, memory_order_relaxed);
+	/* Release: our writes (poison, tail, count), then the state; pairs
+	 * with the acquire in claim_take and recover_lock. */
+	atomic_store_explicit(&c->state, done ? PORTAL_CLAIM_FREE : PORTAL_CLAIM_HELD,
+			      memory_order_release);
+}
+
+static void fill_poison(portal_ring_t *r, uint64_t x, uint32_t n)
+{
+	uint32_t k, i;
+
+	for (k = 0; k < n; k++) {
+		uint8_t *p = r->slots + ((size_t)((uint32_t)(x + k) & r->mask) << r->slot_shift);
+
+		for (i = 0; i < r->slot_size; i += 8)
+			memcpy(p + i, &r->poison, 8);
+	}
+}
+
+int portal_ring_recover_producer(portal_ring_t *r, unsigned slot)
+{
+	struct claim_side sd;
+	uint64_t x = 0;
+	uint32_t n = 0;
+	int rc;
+
+	if (!r || claim_side(r, PORTAL_ROLE_PRODUCER, &sd) || slot >= sd.nrec)
+		return -EINVAL;
+	if (r->quarantined)
+		return r->qerr;
+	rc = recover_lock(&sd.recs[slot]);
+	if (rc <= 0)
+		return rc;
+	rc = judge_dead(r, &sd, slot, &x, &n);
+	if (rc == 1) {
+		/* The slots are the dead producer's until we publish them:
+		 * the consumers stop at prod_tail <= x. Idempotent. */
+		fill_poison(r, x, n);
+		rc = publish_dead(sd.tail, x, n);
+		if (rc == 0) {
+			r->st.recovered += n;
+			rc = (int)n;
+			portal_log(PORTAL_LOG_WARN,
+				   "ring %p: dead producer %u: %u slots at %llu poisoned",
+				   (void *)r->hdr, slot, n, (unsigned long long)x);
+		}
+	}
+	recover_unlock(&sd.recs[slot], rc >= 0);
+	return rc;
+}
+
+int portal_ring_recover_consumer(portal_ring_t *r, unsigned slot, void *objs, unsigned max)
+{
+	struct claim_side sd;
+	uint64_t x = 0;
+	uint32_t n = 0;
+	int rc;
+
+	if (!r || (!objs && max) || claim_side(r, PORTAL_ROLE_CONSUMER, &sd) || slot >= sd.nrec)
+		return -EINVAL;
+	if (r->quarantined)
+		return r->qerr;
+	rc = recover_lock(&sd.recs[slot]);
+	if (rc <= 0)
+		return rc;
+	rc = judge_dead(r, &sd, slot, &x, &n);
+	if (rc == 1) {
+		if (n > max) {
+			rc = -EMSGSIZE;
+		} else {
+			/* Wait for our turn first: the elements count as
+			 * delivered only once published, in this call. */
+			rc = publish_dead_wait(sd.tail, x);
+			if (rc == 0) {
+				/* The slots stay as the dead consumer found them
+				 * while cons_tail <= x. */
+				copy_out(r, x, objs, n);
+				rc = publish_dead(sd.tail, x, n);
+			}
+			if (rc == 0) {
+				r->st.recovered += n;
+				rc = (int)n;
+				portal_log(PORTAL_LOG_WARN,
+					   "ring %p: dead consumer %u: %u elements at %llu re-delivered",
+					   (void *)r->hdr, slot, n, (unsigned long long)x);
+			}
+		}
+	}
+	recover_unlock(&sd.recs[slot], rc >= 0);
+	return rc;
+}
+
+int portal_ring_find_claims(portal_ring_t *r, enum portal_ring_role role, uint64_t owner,
+			    unsigned *slots, unsigned max)
+{
+	struct claim_side sd;
+	uint32_t i;
+	int found = 0;
+
+	if (!r || (!slots && max) ||
+	    (role != PORTAL_ROLE_PRODUCER && role != PORTAL_ROLE_CONSUMER))
+		return -EINVAL;
+	if (claim_side(r, role, &sd))
+		return 0;
+	for (i = 0; i < sd.nrec; i++) {
+		/* Relaxed: a snapshot; recovery locks and re-reads. */
+		if (atomic_load_explicit(&sd.recs[i].state, memory_order_relaxed) ==
+			    PORTAL_CLAIM_FREE ||
+		    atomic_load_explicit(&sd.recs[i].owner, memory_order_relaxed) != owner)
+			continue;
+		if ((unsigned)found < max)
+			slots[found] = i;
+		found++;
+	}
+	return found;
+}
 
 /* ---- placing rings in a region ---- */
 
@@ -504,23 +1124,40 @@ int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void
 	return rc;
 }
 
+struct ring_init_args {
+	const struct portal_ring_params *p;
+	const struct portal_ring_recovery_params *rp;
+};
+
 static int ring_init_cb(void *mem, size_t len, uint64_t offset, void *params)
 {
+	const struct ring_init_args *a = params;
+
 	(void)offset;
-	return portal_ring_init(mem, len, params);
+	return portal_ring_init_recoverable(mem, len, a->p, a->rp);
 }
 
 int portal_ring_create(portal_region_t *reg, const char *name, const struct portal_ring_params *p,
 		       uint32_t owner_side)
 {
+	return portal_ring_create_recoverable(reg, name, p, NULL, owner_side);
+}
+
+int portal_ring_create_recoverable(portal_region_t *reg, const char *name,
+				   const struct portal_ring_params *p,
+				   const struct portal_ring_recovery_params *rp, uint32_t owner_side)
+{
 	uint64_t param[6] = { 0 };
-	size_t size = portal_ring_memsize(p);
+	size_t size = portal_ring_memsize_recoverable(p, rp);
+	struct ring_init_args args = { p, rp };
 
 	if (!size)
 		return -EINVAL;
 	param[0] = p->mode, param[1] = p->slot_size, param[2] = p->capacity;
+	if (rp)
+		param[3] = rp->max_producers, param[4] = rp->max_consumers;
 	return ring_region_place(reg, name, PORTAL_OBJ_RING, size, owner_side, param,
-				 ring_init_cb, p);
+				 ring_init_cb, &args);
 }
 
 int portal_ring_open(portal_region_t *reg, const char *name, enum portal_ring_role role,
@@ -532,3 +1169,4 @@ int portal_ring_open(portal_region_t *reg, const char *name, enum portal_ring_ro
 
 	return rc ? rc : portal_ring_attach(mem, len, role, out);
 }
+

@@ -1210,6 +1210,596 @@ static struct mt_cfg mt_cfgs[] = {
 
 /* ------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------ */
+/* Crash recovery                                                       */
+/* ------------------------------------------------------------------ */
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define RV_SLOT 16u
+#define RV_CAP  16u
+
+/* A recoverable ring in MAP_SHARED memory (so a forked child shares it). */
+struct rv {
+	void *mem;
+	size_t len;
+	struct portal_ring_hdr *hdr;
+	struct portal_ring_claim *claims; /* producers, then consumers */
+	uint32_t mode, cap, nprod, ncons;
+};
+
+static void rv_open(struct rv *v, uint32_t mode, uint32_t cap, uint16_t np, uint16_t nc,
+		    const struct portal_ring_recovery_params *rpx)
+{
+	struct portal_ring_params p = { .mode = mode, .slot_size = RV_SLOT, .capacity = cap };
+	struct portal_ring_recovery_params rp = { .max_producers = np, .max_consumers = nc };
+
+	if (rpx)
+		rp = *rpx;
+	memset(v, 0, sizeof(*v));
+	v->len = portal_ring_memsize_recoverable(&p, &rp);
+	assert_int_equal(v->len, PORTAL_RING_HDR_SIZE + (size_t)cap * RV_SLOT +
+					 (size_t)(rp.max_producers + rp.max_consumers) * 128);
+	v->mem = mmap(NULL, v->len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(v->mem != MAP_FAILED);
+	assert_int_equal(portal_ring_init_recoverable(v->mem, v->len, &p, &rp), 0);
+	v->hdr = v->mem;
+	v->claims = (void *)((uint8_t *)v->mem + PORTAL_RING_HDR_SIZE + (size_t)cap * RV_SLOT);
+	v->mode = mode;
+	v->cap = cap;
+	v->nprod = rp.max_producers;
+	v->ncons = rp.max_consumers;
+}
+
+static void rv_close(struct rv *v)
+{
+	munmap(v->mem, v->len);
+}
+
+static portal_ring_t *rv_attach(struct rv *v, int role, int slot)
+{
+	portal_ring_t *r = NULL;
+
+	assert_int_equal(portal_ring_attach_claim(v->mem, v->len, role, slot, 1000 + slot, &r), 0);
+	return r;
+}
+
+static void rv_put(portal_ring_t *r, uint32_t who, uint32_t seq)
+{
+	uint8_t b[RV_SLOT];
+
+	tu_stamp(b, sizeof(b), tu_tag(who, seq));
+	assert_int_equal(portal_ring_enqueue(r, b), 0);
+}
+
+/* What a producer (or consumer) that dies mid-claim leaves behind: its
+ * record names [head, head + n) and the side's head moved past it; nothing
+ * published. Written through the ABI, exactly as the library does. */
+static uint64_t die_mid_claim(struct portal_ring_claim *rec, _Atomic uint64_t *head, unsigned n,
+			      bool cas)
+{
+	uint64_t h = atomic_load(head);
+
+	atomic_store(&rec->count, n);
+	atomic_store(&rec->head, h);
+	if (cas)
+		assert_true(atomic_compare_exchange_strong(head, &h, h + n));
+	return h;
+}
+
+/* Take one element and say who put it (UINT32_MAX: poison). */
+static uint32_t get_who(portal_ring_t *c, uint32_t *seq)
+{
+	uint8_t b[RV_SLOT];
+	uint64_t tag = 0;
+
+	assert_int_equal(portal_ring_dequeue(c, b), 0);
+	if (portal_ring_is_poison(c, b))
+		return UINT32_MAX;
+	assert_true(tu_check(b, sizeof(b), &tag));
+	*seq = (uint32_t)tag;
+	return (uint32_t)(tag >> 32);
+}
+
+static void t_recover_params(void **state)
+{
+	struct portal_ring_params p = { .mode = PORTAL_RING_MPSC, .slot_size = 16, .capacity = 16 };
+	struct portal_ring_recovery_params rp = { .max_producers = 2 };
+	portal_ring_t *a, *b, *c, *x;
+	unsigned found[4];
+	struct rv v;
+
+	(void)state;
+	assert_int_equal(portal_ring_memsize_recoverable(&p, NULL), portal_ring_memsize(&p));
+	assert_int_equal(portal_ring_memsize_recoverable(&p, &rp),
+			 portal_ring_memsize(&p) + 2 * sizeof(struct portal_ring_claim));
+	rp.max_consumers = 1; /* MPSC: the consumer is single */
+	assert_int_equal(portal_ring_memsize_recoverable(&p, &rp), 0);
+	rp.max_consumers = 0;
+	rp.max_producers = PORTAL_RING_MAX_CLAIMS + 1;
+	assert_int_equal(portal_ring_memsize_recoverable(&p, &rp), 0);
+	rp.max_producers = 1;
+	rp.flags = 2;
+	assert_int_equal(portal_ring_memsize_recoverable(&p, &rp), 0);
+	p.mode = PORTAL_RING_SPSC;
+	rp.flags = 0;
+	assert_int_equal(portal_ring_memsize_recoverable(&p, &rp), 0);
+
+	rv_open(&v, PORTAL_RING_MPMC, RV_CAP, 2, 1, NULL);
+	a = rv_attach(&v, PORTAL_ROLE_PRODUCER, 1);
+	assert_int_equal(portal_ring_claim_slot(a), 1);
+	assert_int_equal(portal_ring_attach_claim(v.mem, v.len, PORTAL_ROLE_PRODUCER, 1, 7, &x),
+			 -EBUSY);
+	assert_int_equal(portal_ring_attach_claim(v.mem, v.len, PORTAL_ROLE_PRODUCER, 2, 7, &x),
+			 -EINVAL);
+	b = rv_attach(&v, PORTAL_ROLE_PRODUCER, PORTAL_RING_CLAIM_ANY);
+	assert_int_equal(portal_ring_claim_slot(b), 0);
+	assert_int_equal(portal_ring_attach(v.mem, v.len, PORTAL_ROLE_PRODUCER, &x), -EBUSY);
+	/* portal_ring_attach tags with the pid. */
+	assert_int_equal(portal_ring_attach(v.mem, v.len, PORTAL_ROLE_CONSUMER, &c), 0);
+	assert_int_equal(portal_ring_find_claims(c, PORTAL_ROLE_CONSUMER, (uint64_t)getpid(),
+						 found, 4), 1);
+	assert_int_equal(found[0], 0);
+	assert_int_equal(portal_ring_find_claims(c, PORTAL_ROLE_PRODUCER, 1001, found, 4), 1);
+	assert_int_equal(found[0], 1);
+	assert_int_equal(portal_ring_find_claims(c, PORTAL_ROLE_PRODUCER, 42, found, 4), 0);
+	/* Out of range, or a side without records. */
+	assert_int_equal(portal_ring_recover_producer(c, 2), -EINVAL);
+	assert_int_equal(portal_ring_recover_consumer(c, 1, NULL, 0), -EINVAL);
+	/* Detach frees the record; recovering a free record does nothing. */
+	portal_ring_detach(a);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_FREE);
+	assert_int_equal(portal_ring_recover_producer(c, 1), 0);
+	a = rv_attach(&v, PORTAL_ROLE_PRODUCER, 1);
+	portal_ring_detach(a);
+	portal_ring_detach(b);
+	portal_ring_detach(c);
+	rv_close(&v);
+
+	/* SPSC rings take no records and keep their layout. */
+	rv_open(&v, PORTAL_RING_SPSC, RV_CAP, 0, 0, NULL);
+	a = rv_attach(&v, PORTAL_ROLE_PRODUCER, 5);
+	assert_int_equal(portal_ring_claim_slot(a), -1);
+	assert_int_equal(portal_ring_recover_producer(a, 0), -EINVAL);
+	portal_ring_detach(a);
+	rv_close(&v);
+}
+
+static void t_recover_poison(void **state)
+{
+	struct portal_ring_recovery_params rp = { .max_producers = 2,
+						  .flags = PORTAL_RING_F_POISON,
+						  .poison = UINT64_C(0xDEADBEEF00000000) };
+	uint8_t b[RV_SLOT];
+	portal_ring_t *c;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_MPSC, RV_CAP, 0, 0, &rp);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	memset(b, 0xFF, sizeof(b));
+	assert_false(portal_ring_is_poison(c, b));
+	for (unsigned i = 0; i < RV_SLOT; i += 8)
+		memcpy(b + i, &rp.poison, 8);
+	assert_true(portal_ring_is_poison(c, b));
+	b[RV_SLOT - 1] ^= 1;
+	assert_false(portal_ring_is_poison(c, b));
+	portal_ring_detach(c);
+	rv_close(&v);
+
+	rv_open(&v, PORTAL_RING_MPSC, RV_CAP, 1, 0, NULL);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	memset(b, 0xFF, sizeof(b));
+	assert_true(portal_ring_is_poison(c, b));
+	tu_stamp(b, sizeof(b), tu_tag(1, 1));
+	assert_false(portal_ring_is_poison(c, b));
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+struct bg_put {
+	portal_ring_t *r;
+	uint32_t who, seq;
+	int rc;
+};
+
+static void *bg_put_fn(void *arg)
+{
+	struct bg_put *b = arg;
+	uint8_t buf[RV_SLOT];
+
+	tu_stamp(buf, sizeof(buf), tu_tag(b->who, b->seq));
+	b->rc = portal_ring_enqueue(b->r, buf);
+	return NULL;
+}
+
+/* A producer dies after its CAS, its claim recorded: a live producer
+ * behind it is stuck until recovery poisons the claim and publishes it. */
+static void t_recover_producer(void **state)
+{
+	uint32_t mode = *(const uint32_t *)*state;
+	portal_ring_t *p0, *c;
+	struct portal_ring_stats st;
+	struct bg_put bg;
+	pthread_t th;
+	uint32_t who, seq;
+	uint64_t x;
+	struct rv v;
+
+	rv_open(&v, mode, RV_CAP, 3, mode == PORTAL_RING_MPMC ? 1 : 0, NULL);
+	p0 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	/* Producer 1 published one element before dying. */
+	{
+		portal_ring_t *p1 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 1);
+
+		rv_put(p1, 1, 0);
+		rv_put(p0, 0, 0);
+		/* Now it claims 3 and dies: the record stays HELD. */
+		free(p1); /* no detach: it died */
+	}
+	x = die_mid_claim(&v.claims[1], &v.hdr->prod_head, 3, true);
+	assert_int_equal(x, 2);
+	/* It had written part of its first slot. */
+	memset((uint8_t *)v.mem + PORTAL_RING_HDR_SIZE + x * RV_SLOT, 0x5A, RV_SLOT);
+	/* Producer 0 claims behind it and waits in publish_in_order. */
+	bg = (struct bg_put){ p0, 0, 1, 1 };
+	assert_int_equal(pthread_create(&th, NULL, bg_put_fn, &bg), 0);
+	while (atomic_load(&v.hdr->prod_head) != x + 4)
+		sched_yield();
+	assert_int_equal(portal_ring_recover_producer(c, 1), 3);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_int_equal(bg.rc, 0);
+	portal_ring_stats(c, &st);
+	assert_int_equal(st.recovered, 3);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_FREE);
+	/* Everything published arrives once, in order; the claim is poison. */
+	who = get_who(c, &seq);
+	assert_int_equal(who, 1);
+	assert_int_equal(seq, 0);
+	who = get_who(c, &seq);
+	assert_int_equal(who, 0);
+	assert_int_equal(seq, 0);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(get_who(c, &seq), UINT32_MAX);
+	who = get_who(c, &seq);
+	assert_int_equal(who, 0);
+	assert_int_equal(seq, 1);
+	assert_int_equal(portal_ring_dequeue(c, &st), -EAGAIN);
+	/* Recovering again: nothing left. A new producer takes the record. */
+	assert_int_equal(portal_ring_recover_producer(c, 1), 0);
+	{
+		portal_ring_t *p1 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 1);
+
+		rv_put(p1, 1, 1);
+		assert_int_equal(get_who(c, &seq), 1);
+		assert_int_equal(seq, 1);
+		portal_ring_detach(p1);
+	}
+	portal_ring_detach(p0);
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+/* The dead producer named a claim but died before its CAS, or its CAS
+ * failed: it holds nothing, whether the winner is in flight or done. */
+static void t_recover_producer_no_claim(void **state)
+{
+	portal_ring_t *p0, *c;
+	uint64_t x;
+	uint32_t seq;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_MPSC, RV_CAP, 3, 0, NULL);
+	p0 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	rv_put(p0, 0, 0);
+
+	/* Died before its CAS: the head has not moved. */
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_HELD);
+	x = die_mid_claim(&v.claims[1], &v.hdr->prod_head, 2, false);
+	assert_int_equal(portal_ring_recover_producer(c, 1), 0);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_FREE);
+
+	/* Its CAS at x failed: producer 2 won x and has not published yet
+	 * (both records show x). Recovery cannot tell yet: -EAGAIN, nothing
+	 * published, the record still held. */
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_HELD);
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD);
+	die_mid_claim(&v.claims[1], &v.hdr->prod_head, 2, false);
+	die_mid_claim(&v.claims[2], &v.hdr->prod_head, 1, true);
+	assert_int_equal(portal_ring_recover_producer(c, 1), -EAGAIN);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), x);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_HELD);
+	/* The winner publishes: now the dead one clearly held nothing. */
+	tu_stamp((uint8_t *)v.mem + PORTAL_RING_HDR_SIZE + x * RV_SLOT, RV_SLOT, tu_tag(2, 0));
+	atomic_store(&v.hdr->prod_tail, x + 1);
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_FREE);
+	assert_int_equal(portal_ring_recover_producer(c, 1), 0);
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(get_who(c, &seq), 2);
+	assert_int_equal(portal_ring_dequeue(c, &seq), -EAGAIN);
+	portal_ring_detach(p0);
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+/* Two producers die with adjacent claims: the later one waits for the
+ * earlier, whichever order they are recovered in. */
+static void t_recover_producer_chain(void **state)
+{
+	portal_ring_t *c, *p0;
+	uint32_t seq;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_MPSC, RV_CAP, 3, 0, NULL);
+	p0 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_HELD);
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD);
+	die_mid_claim(&v.claims[1], &v.hdr->prod_head, 2, true);
+	die_mid_claim(&v.claims[2], &v.hdr->prod_head, 3, true);
+	assert_int_equal(portal_ring_recover_producer(c, 2), -EAGAIN);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), 0);
+	assert_int_equal(portal_ring_recover_producer(c, 1), 2);
+	assert_int_equal(portal_ring_recover_producer(c, 2), 3);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), 5);
+	rv_put(p0, 0, 7);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(get_who(c, &seq), UINT32_MAX);
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(seq, 7);
+	/* A recovery already running on a record: -EBUSY. */
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_RECOVERING);
+	assert_int_equal(portal_ring_recover_producer(c, 1), -EBUSY);
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_FREE);
+	portal_ring_detach(p0);
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+/* An MPMC consumer dies after its CAS: the survivor gets its elements,
+ * once, and a live consumer behind it goes on. */
+static void t_recover_consumer(void **state)
+{
+	portal_ring_t *p, *c0;
+	uint8_t out[RV_CAP * RV_SLOT];
+	uint8_t one[RV_SLOT];
+	bool seen[8] = { false };
+	uint64_t x, tag = 0;
+	int n;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_MPMC, RV_CAP, 1, 2, NULL);
+	p = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c0 = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	for (uint32_t i = 0; i < 8; i++)
+		rv_put(p, 0, i);
+	/* Consumer 0 takes one; consumer 1 claims 3 and dies. */
+	assert_int_equal(portal_ring_dequeue(c0, one), 0);
+	assert_true(tu_check(one, RV_SLOT, &tag));
+	seen[(uint32_t)tag] = true;
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD); /* consumer record 1 */
+	x = die_mid_claim(&v.claims[2], &v.hdr->cons_head, 3, true);
+	assert_int_equal(x, 1);
+	/* Too small a buffer: nothing changes. */
+	assert_int_equal(portal_ring_recover_consumer(c0, 1, out, 2), -EMSGSIZE);
+	assert_int_equal(atomic_load(&v.hdr->cons_tail), 1);
+	/* Consumer 0 takes the rest of what it can: claimed behind the dead
+	 * one, it cannot publish yet - do it in the background. */
+	n = portal_ring_recover_consumer(c0, 1, out, RV_CAP);
+	assert_int_equal(n, 3);
+	for (int i = 0; i < n; i++) {
+		assert_true(tu_check(out + i * RV_SLOT, RV_SLOT, &tag));
+		assert_false(seen[(uint32_t)tag]);
+		seen[(uint32_t)tag] = true;
+	}
+	while ((n = portal_ring_dequeue_burst(c0, out, RV_CAP)) > 0)
+		for (int i = 0; i < n; i++) {
+			assert_true(tu_check(out + i * RV_SLOT, RV_SLOT, &tag));
+			assert_false(seen[(uint32_t)tag]);
+			seen[(uint32_t)tag] = true;
+		}
+	assert_int_equal(n, 0);
+	for (int i = 0; i < 8; i++)
+		assert_true(seen[i]);
+	assert_int_equal(portal_ring_recover_consumer(c0, 1, out, RV_CAP), 0);
+	assert_int_equal(atomic_load(&v.hdr->cons_tail), 8);
+	portal_ring_detach(p);
+	portal_ring_detach(c0);
+	rv_close(&v);
+}
+
+/* A single producer or consumer restarts from the shared indices; the
+ * positions say how far each side got. */
+static void t_restart_spsc(void **state)
+{
+	portal_ring_t *p, *c;
+	uint64_t pos;
+	uint32_t seq;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_SPSC, RV_CAP, 0, 0, NULL);
+	p = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	for (uint32_t i = 0; i < 5; i++)
+		rv_put(p, 0, i);
+	assert_int_equal(portal_ring_position(p), 5);
+	free(p); /* killed: no detach */
+	p = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	assert_int_equal(portal_ring_position(p), 5);
+	rv_put(p, 0, 5);
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(seq, 0);
+	assert_int_equal(get_who(c, &seq), 0);
+	free(c);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	assert_int_equal(portal_ring_position(c), 2);
+	assert_int_equal(portal_ring_peer_position(p, &pos), 0);
+	assert_int_equal(pos, 2);
+	assert_int_equal(portal_ring_peer_position(c, &pos), 0);
+	assert_int_equal(pos, 6);
+	for (uint32_t i = 2; i < 6; i++) {
+		assert_int_equal(get_who(c, &seq), 0);
+		assert_int_equal(seq, i);
+	}
+	portal_ring_detach(p);
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+/*
+ * Real processes: two producer children enqueue stamped elements into a
+ * small MPSC ring as fast as they can; the parent consumes, and kills one
+ * child with SIGKILL: it stops the child (SIGSTOP) until it finds it inside
+ * a claim (its record names a claim the head has passed and the tail has
+ * not), then kills it - a real death mid-claim - and recovers its record,
+ * found by its pid. Checked: every element arrives at most once and in each
+ * producer's order, the survivor's stream is complete, and the poison seen
+ * equals what recovery reported.
+ */
+#define PK_ROUNDS 6
+#define PK_ITEMS  20000u
+
+static int pk_child(struct rv *v, uint32_t who, uint32_t items)
+{
+	portal_ring_t *r;
+	uint8_t b[RV_SLOT];
+
+	if (portal_ring_attach(v->mem, v->len, PORTAL_ROLE_PRODUCER, &r))
+		return 2;
+	for (uint32_t i = 0; i < items; i++) {
+		int rc;
+
+		tu_stamp(b, sizeof(b), tu_tag(who, i));
+		while ((rc = portal_ring_enqueue(r, b)) == -EAGAIN)
+			;
+		if (rc)
+			return 3;
+	}
+	portal_ring_detach(r);
+	return 0;
+}
+
+/* Stop KID; kill it if it is inside a claim (or FORCE). True if killed. */
+static bool pk_try_kill(struct rv *v, portal_ring_t *c, pid_t kid, bool force)
+{
+	unsigned slot;
+	int status;
+	bool mid = false;
+
+	assert_int_equal(kill(kid, SIGSTOP), 0);
+	assert_int_equal(waitpid(kid, &status, WUNTRACED), kid);
+	if (WIFEXITED(status))
+		return true;
+	if (portal_ring_find_claims(c, PORTAL_ROLE_PRODUCER, (uint64_t)kid, &slot, 1) == 1) {
+		struct portal_ring_claim *rec = &v->claims[slot];
+		uint64_t h = atomic_load(&rec->head), n = atomic_load(&rec->count);
+
+		mid = n && (int64_t)(atomic_load(&v->hdr->prod_head) - h) > 0 &&
+		      (int64_t)(atomic_load(&v->hdr->prod_tail) - h) <= 0;
+	}
+	if (!mid && !force) {
+		assert_int_equal(kill(kid, SIGCONT), 0);
+		return false;
+	}
+	assert_int_equal(kill(kid, SIGKILL), 0);
+	assert_int_equal(waitpid(kid, &status, 0), kid);
+	return true;
+}
+
+static void t_recover_processes(void **state)
+{
+	unsigned hits = 0;
+
+	(void)state;
+	srand((unsigned)time(NULL));
+	for (int round = 0; round < PK_ROUNDS; round++) {
+		struct rv v;
+		portal_ring_t *c;
+		pid_t kid[2];
+		uint32_t next[2] = { 0, 0 };
+		uint64_t poison = 0, recovered = 0, got = 0;
+		unsigned found[4], tries = 0;
+		int status, kill_at = 20 + rand() % 500;
+		bool killed = false, dead_done = false;
+
+		rv_open(&v, PORTAL_RING_MPSC, 1024, 2, 0, NULL);
+		assert_int_equal(portal_ring_attach(v.mem, v.len, PORTAL_ROLE_CONSUMER, &c), 0);
+		for (int k = 0; k < 2; k++) {
+			kid[k] = fork();
+			assert_true(kid[k] >= 0);
+			if (kid[k] == 0)
+				_exit(pk_child(&v, (uint32_t)k, k ? UINT32_MAX : PK_ITEMS));
+		}
+		for (;;) {
+			static uint8_t b[64 * RV_SLOT];
+			int n = portal_ring_dequeue_burst(c, b, 64);
+
+			/* Probe while the ring has room, so the producers are
+			 * busy claiming rather than spinning on a full ring. */
+			if (!killed && got >= (uint64_t)kill_at) {
+				tries++;
+				killed = pk_try_kill(&v, c, kid[1], tries > 4000);
+			}
+			if (n == 0) {
+				if (killed && !dead_done) {
+					int k = portal_ring_find_claims(c, PORTAL_ROLE_PRODUCER,
+									(uint64_t)kid[1], found, 4);
+
+					assert_true(k == 0 || k == 1);
+					k = k ? portal_ring_recover_producer(c, found[0]) : 0;
+					assert_true(k >= 0 || k == -EAGAIN);
+					recovered += k > 0 ? (uint64_t)k : 0;
+					hits += k > 0;
+					dead_done = k >= 0;
+					continue; /* drain what it published */
+				}
+				if (next[0] == PK_ITEMS && dead_done)
+					break;
+				sched_yield();
+				continue;
+			}
+			assert_true(n > 0);
+			got += (uint64_t)n;
+			for (int i = 0; i < n; i++) {
+				uint8_t *e = b + i * RV_SLOT;
+				uint64_t tag = 0;
+				uint32_t who, seq;
+
+				if (portal_ring_is_poison(c, e)) {
+					poison++;
+					continue;
+				}
+				assert_true(tu_check(e, RV_SLOT, &tag));
+				who = (uint32_t)(tag >> 32);
+				seq = (uint32_t)tag;
+				/* In order, at most once; the dead one may lose
+				 * only its unpublished claim. */
+				assert_true(who < 2);
+				if (who == 0)
+					assert_int_equal(seq, next[0]);
+				else
+					assert_true(seq >= next[1]);
+				next[who] = seq + 1;
+			}
+		}
+		assert_int_equal(poison, recovered);
+		assert_int_equal(waitpid(kid[0], &status, 0), kid[0]);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		portal_ring_detach(c);
+		rv_close(&v);
+	}
+	printf("# recover/processes: %u of %d kills landed inside a claim\n", hits, PK_ROUNDS);
+}
+
 int main(void)
 {
 	static const struct {
@@ -1253,6 +1843,15 @@ int main(void)
 				     "hostile_prod_tail_2p63/%s/s%u/c%u", mode_name(cfgs[i].mode),
 				     cfgs[i].slot, cfgs[i].cap);
 	tu_suite_add(&s, t_region_glue, NULL, "region_glue");
+	tu_suite_add(&s, t_recover_params, NULL, "recover/params");
+	tu_suite_add(&s, t_recover_poison, NULL, "recover/poison");
+	tu_suite_add(&s, t_recover_producer, (void *)&modes[1], "recover/producer/MPSC");
+	tu_suite_add(&s, t_recover_producer, (void *)&modes[2], "recover/producer/MPMC");
+	tu_suite_add(&s, t_recover_producer_no_claim, NULL, "recover/producer_no_claim");
+	tu_suite_add(&s, t_recover_producer_chain, NULL, "recover/producer_chain");
+	tu_suite_add(&s, t_recover_consumer, NULL, "recover/consumer");
+	tu_suite_add(&s, t_restart_spsc, NULL, "recover/restart_spsc");
+	tu_suite_add(&s, t_recover_processes, NULL, "recover/processes");
 	for (size_t i = 0; i < TU_ARRAY_SIZE(mt_cfgs); i++)
 		tu_suite_add(&s, t_mt, &mt_cfgs[i], "mt/%s/s%u/c%u/%uP%uC",
 			     mode_name(mt_cfgs[i].c.mode), mt_cfgs[i].c.slot, mt_cfgs[i].c.cap,

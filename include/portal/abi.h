@@ -78,7 +78,8 @@ static_assert(offsetof(struct portal_region_hdr, hdr_checksum) == 60, "abi");
 static_assert(offsetof(struct portal_region_hdr, dir_count) == 64, "abi");
 static_assert(sizeof(struct portal_region_hdr) == 128, "abi");
 
-/* One participant slot: 64 bytes, written only by the side that owns it. */
+/* One participant slot: 64 bytes, written only by the side that owns it.
+ * How a survivor judges the owner's liveness from it: docs/liveness.md. */
 enum portal_part_state {
 	PORTAL_PART_FREE   = 0,
 	PORTAL_PART_ACTIVE = 1,
@@ -87,20 +88,45 @@ enum portal_part_state {
 };
 enum portal_part_kind {
 	PORTAL_PART_PROCESS = 1,
-	PORTAL_PART_VM      = 2,
+	PORTAL_PART_VM      = 2, /* a guest as a whole: pid 0, judged by heartbeat */
+};
+/* Bits of struct portal_participant.flags. */
+enum portal_part_flags {
+	/* The owner holds an OFD write lock on byte (window offset +
+	 * 1024 + 64 * side) of the backing file, for as long as it lives;
+	 * lock_key says which kernel and file. */
+	PORTAL_PART_F_OSLOCK    = 0x1,
+	/* The owner bumps `heartbeat` (it has called portal_region_heartbeat). */
+	PORTAL_PART_F_HEARTBEAT = 0x2,
 };
 struct portal_participant {
 	_Atomic uint32_t state;     /* owner: enum portal_part_state; release
 	                             * after the other fields (pairs with acquire
-	                             * in portal_region_participant) */
-	uint32_t kind;              /* owner: enum portal_part_kind */
+	                             * in portal_region_participant and the
+	                             * liveness watch) */
+	uint16_t kind;              /* owner: enum portal_part_kind */
+	_Atomic uint16_t flags;     /* owner: enum portal_part_flags; set at
+	                             * attach, F_HEARTBEAT added by the first
+	                             * heartbeat */
 	_Atomic uint64_t epoch;     /* owner: random, new at every attach */
 	_Atomic uint64_t heartbeat; /* owner: bumped by portal_region_heartbeat */
-	uint64_t pid;               /* owner: host pid, or 0 inside a VM */
-	char ident[32];             /* owner: free text, NUL padded */
+	uint64_t pid;               /* owner: pid in its own namespace, or 0
+	                             * (kind VM) */
+	uint64_t lock_key;          /* owner: with F_OSLOCK, a digest of (kernel
+	                             * boot_id, backing st_dev, st_ino, lock
+	                             * offset): a watcher that computes the same
+	                             * value shares the kernel and the lock;
+	                             * else 0 */
+	char ident[24];             /* owner: free text, NUL padded */
 };
 static_assert(sizeof(struct portal_participant) == 64, "abi");
+static_assert(offsetof(struct portal_participant, kind) == 4, "abi");
+static_assert(offsetof(struct portal_participant, flags) == 6, "abi");
+static_assert(offsetof(struct portal_participant, epoch) == 8, "abi");
 static_assert(offsetof(struct portal_participant, heartbeat) == 16, "abi");
+static_assert(offsetof(struct portal_participant, pid) == 24, "abi");
+static_assert(offsetof(struct portal_participant, lock_key) == 32, "abi");
+static_assert(offsetof(struct portal_participant, ident) == 40, "abi");
 
 /* ------------------------------------------------------------------ */
 /* Directory: named objects placed in the region.                       */
@@ -149,8 +175,18 @@ struct portal_ring_hdr {
 	uint16_t mode;           /* enum portal_ring_mode (ring.h) */
 	uint32_t slot_size;      /* bytes per slot, power of two, 8..256 */
 	uint32_t capacity;       /* slots, power of two */
-	uint64_t obj_size;       /* PORTAL_RING_HDR_SIZE + capacity * slot_size */
-	uint8_t pad0[PORTAL_LINE_PAIR - 24];
+	uint64_t obj_size;       /* PORTAL_RING_HDR_SIZE + capacity * slot_size
+	                          * + PORTAL_LINE_PAIR * (max_producers +
+	                          * max_consumers) */
+	/* Crash recovery (ring.h, portal_ring_recovery_params). Read only when
+	 * obj_size includes claim records; a ring without them may hold
+	 * anything here (0 from init). */
+	uint16_t max_producers;  /* producer claim records after the slots */
+	uint16_t max_consumers;  /* consumer claim records after those */
+	uint32_t rflags;         /* PORTAL_RING_F_POISON or 0 */
+	uint64_t poison;         /* with PORTAL_RING_F_POISON: 8-byte pattern of
+	                          * a recovered slot; else all bytes 0xFF */
+	uint8_t pad0[PORTAL_LINE_PAIR - 40];
 
 	/* Producer side. */
 	_Atomic uint64_t prod_head; /* producers: next slot to claim (MP: CAS) */
@@ -161,11 +197,39 @@ struct portal_ring_hdr {
 	_Atomic uint64_t cons_head; /* consumers: next slot to claim (MC: CAS) */
 	_Atomic uint64_t cons_tail; /* consumers: slots freed; release */
 	uint8_t pad2[PORTAL_LINE_PAIR - 16];
-	/* slots follow: capacity * slot_size bytes, written by producers */
+	/* slots follow: capacity * slot_size bytes, written by producers;
+	 * then max_producers and max_consumers struct portal_ring_claim */
 };
+static_assert(offsetof(struct portal_ring_hdr, max_producers) == 24, "abi");
+static_assert(offsetof(struct portal_ring_hdr, poison) == 32, "abi");
 static_assert(offsetof(struct portal_ring_hdr, prod_head) == 128, "abi");
 static_assert(offsetof(struct portal_ring_hdr, cons_head) == 256, "abi");
 static_assert(sizeof(struct portal_ring_hdr) == PORTAL_RING_HDR_SIZE, "abi");
+
+/* Claim record states. */
+enum portal_ring_claim_state {
+	PORTAL_CLAIM_FREE       = 0,
+	PORTAL_CLAIM_HELD       = 1, /* a live handle (or a dead one not yet recovered) */
+	PORTAL_CLAIM_RECOVERING = 2, /* a recovery of its dead holder is running */
+};
+
+/* One claim record of a multi-producer or multi-consumer side: where the
+ * holder's claim is, so that a survivor can finish it if the holder dies. */
+struct portal_ring_claim {
+	_Atomic uint32_t state;  /* attach: FREE -> HELD by CAS (acquire); detach
+	                          * or recovery: -> FREE with release; recovery:
+	                          * HELD -> RECOVERING by CAS */
+	uint32_t reserved;
+	_Atomic uint64_t owner;  /* holder: the tag it gave at attach; relaxed */
+	_Atomic uint64_t head;   /* holder: the head its claim CAS expects, stored
+	                          * with release before every CAS on the side's
+	                          * head (which is a release on success) */
+	_Atomic uint64_t count;  /* holder: elements of that claim, stored before
+	                          * head; 0 = no claim (it gave up) */
+	uint8_t pad[PORTAL_LINE_PAIR - 32];
+};
+static_assert(offsetof(struct portal_ring_claim, head) == 16, "abi");
+static_assert(sizeof(struct portal_ring_claim) == PORTAL_LINE_PAIR, "abi");
 
 /* ------------------------------------------------------------------ */
 /* Message ring: variable-length records, SPSC, zero-copy.              */

@@ -121,6 +121,8 @@ struct portal_arena_stats {
 	uint64_t refused_forged;  /* PORTAL_EFORGED */
 	uint64_t refused_stale;   /* PORTAL_ESTALE, block allocated */
 	uint64_t refused_double;  /* PORTAL_ESTALE, block already free */
+	uint64_t recovered;       /* blocks freed by portal_arena_recover */
+	uint64_t poison_skipped;  /* poison slots (dead give-backs) reclaim skipped */
 	/* Current state. */
 	uint32_t blocks_total;
 	uint32_t blocks_in_use;
@@ -249,10 +251,12 @@ PORTAL_API void portal_arena_bump_reset(portal_arena_t *a);
  * Owner, as the consumer of RETURN_RING (slot size
  * PORTAL_ARENA_RETURN_SLOT): take up to MAX spans and portal_arena_free
  * each one. A refused span is counted, not fatal. Returns the number of
- * spans taken off the ring (freed or refused): less than MAX means the ring
- * was empty. -EINVAL (NULL, wrong slot size, or not the consumer), or the
- * ring's error (PORTAL_EPROTO: the receiver corrupted the ring, now
- * quarantined) if it comes before any span was taken.
+ * spans taken off the ring (freed, refused, or poison slots left by a
+ * receiver that died mid give-back and was recovered, skipped and counted
+ * in poison_skipped): less than MAX means the ring was empty. -EINVAL
+ * (NULL, wrong slot size, or not the consumer), or the ring's error
+ * (PORTAL_EPROTO: the receiver corrupted the ring, now quarantined) if it
+ * comes before any span was taken - also when MAX is 0.
  * Memory order: acquire, through the ring: the receiver's reads of a block
  * happen before the block is reused.
  */
@@ -284,6 +288,41 @@ PORTAL_API int portal_arena_give_back_burst(portal_ring_t *return_ring,
 PORTAL_API int portal_arena_resolve(const struct portal_object_info *arena_obj,
 				    uint32_t region_id, void *region_base,
 				    const struct portal_span *span, void **ptr);
+
+/*
+ * Crash recovery of blocks held by a dead receiver (docs/recovery.md).
+ *
+ * Owner: note that the block SPAN names has been sent to receiver HOLDER
+ * (any number the owner picks for the receiver, e.g. its participant
+ * side) as element SEQ of the stream that carries spans to it: SEQ must
+ * grow in the order the receiver takes spans, and say how far it got, e.g.
+ * portal_ring_position() of the send ring before the span's enqueue. A
+ * block sent again is re-tagged; a block freed loses its tag. Call it
+ * before or after the send, but before any recovery of HOLDER.
+ * Returns 0, -EINVAL (NULL, or a bump span), -ENOMEM (the tag table is
+ * allocated on first use: 12 bytes a block), or the refusals of
+ * portal_arena_free (PORTAL_EXDEV, PORTAL_ERANGE, PORTAL_EFORGED,
+ * PORTAL_ESTALE: not a block this arena has handed out; not counted).
+ */
+PORTAL_API int portal_arena_mark_sent(portal_arena_t *a, const struct portal_span *span,
+				      uint32_t holder, uint64_t seq);
+
+/*
+ * Owner: receiver HOLDER died having taken from its stream every span
+ * sent with SEQ < TAKEN (for a descriptor send ring: its consumer
+ * position, portal_ring_peer_position() read after the death). Free every
+ * block tagged with HOLDER and SEQ < TAKEN that has not come back, bumping
+ * its generation, so a give-back from the dead receiver that is still in
+ * a return ring, or comes late, is refused as PORTAL_ESTALE. Blocks sent
+ * at SEQ >= TAKEN are still unread in the stream: they stay allocated and
+ * valid for the receiver's next life, which will find them there.
+ * Drain the return ring with portal_arena_reclaim first, so the spans the
+ * receiver did give back are freed as returns rather than refused.
+ * Returns the number of blocks freed (counted in frees and recovered), or
+ * -EINVAL (NULL).
+ * Exclusion: the owner handle, like every owner call.
+ */
+PORTAL_API int portal_arena_recover(portal_arena_t *a, uint32_t holder, uint64_t taken);
 
 /* Owner: copy the counters. */
 PORTAL_API void portal_arena_stats(const portal_arena_t *a, struct portal_arena_stats *st);

@@ -147,7 +147,20 @@ struct portal_doorbell_opts {
 	 * handle keeps its own dup; the file status flags (O_NONBLOCK) are
 	 * left as they are. Set it explicitly: 0 is a valid fd. */
 	int stream_fd;
+
+	/* Waiter, liveness: the peer to watch (portal_region_watch_open), or
+	 * NULL for none (then wait behaves exactly as without these fields).
+	 * Not owned; it must outlive the handle, and only this waiter's thread
+	 * may use it while a wait runs. See portal_doorbell_wait. */
+	portal_peer_watch_t *watch;
+	/* Waiter with a watch: the longest sleep between two looks at the
+	 * peer, in ns; 0 = PORTAL_DOORBELL_WATCH_CHECK_NS_DEFAULT, at least
+	 * 100 us. */
+	int64_t watch_check_ns;
 };
+
+/* Default interval between two liveness checks of a waiting waiter. */
+#define PORTAL_DOORBELL_WATCH_CHECK_NS_DEFAULT 100000000 /* 100 ms */
 
 /* Counters kept in the handle's private memory. */
 struct portal_doorbell_stats {
@@ -255,15 +268,35 @@ PORTAL_API int portal_doorbell_notify(portal_doorbell_t *d);
  * spurious wake-ups are absorbed.
  * TIMEOUT_NS < 0 waits forever, 0 checks once, > 0 is a CLOCK_MONOTONIC
  * deadline from the call (spinning included).
+ * With a watch (opts.watch or portal_doorbell_set_watch), the wait looks at
+ * the peer before it first sleeps and never sleeps longer than the check
+ * interval without looking again; with a pidfd (portal_region_watch_fd) and
+ * the eventfd backend the sleep also wakes the moment the peer process
+ * exits. When the watch reports DEAD, GONE or RESTARTED (ABSENT, a peer not
+ * there yet, keeps the wait going), ready() is called once more: work that
+ * was published before the peer died is returned first (0); only with no
+ * work does the wait return PORTAL_EPEERDEAD. So a waiter whose peer dies
+ * returns within: check interval + the watch's own bound (immediate for the
+ * lock; stall_ns for the heartbeat) + one wake-up, whatever TIMEOUT_NS.
  * Returns 0 when ready() reported work, -ETIMEDOUT, the negative value
  * ready() returned, -EINVAL (NULL ready, not a waiter handle),
- * PORTAL_EPEERDEAD (stream backend: the other end closed), or a negative
- * errno from the sleep system call. On return the doorbell is disarmed.
+ * PORTAL_EPEERDEAD (the watched peer is dead, gone or restarted; stream
+ * backend: the other end closed), or a negative errno from the sleep system
+ * call. On return the doorbell is disarmed.
  * Memory order: whatever ready() itself provides (the doorbell adds a full
  * fence between arming and the re-check, pairing with notify's fence).
  */
 PORTAL_API int portal_doorbell_wait(portal_doorbell_t *d, portal_doorbell_ready_fn ready,
 				    void *arg, int64_t timeout_ns);
+
+/*
+ * Waiter: watch W (NULL: stop watching) during waits, looking at it at
+ * least every CHECK_NS (0 = the default; >= 100 us); as opts.watch and
+ * opts.watch_check_ns at attach. Returns 0 or -EINVAL (not a waiter, bad
+ * interval). Not while a wait runs on the handle.
+ */
+PORTAL_API int portal_doorbell_set_watch(portal_doorbell_t *d, portal_peer_watch_t *w,
+					 int64_t check_ns);
 
 /*
  * Waiter: an fd that becomes readable when the notifier rings, for
@@ -295,6 +328,15 @@ PORTAL_API int portal_doorbell_wait(portal_doorbell_t *d, portal_doorbell_ready_
  * is stopped by detach. Prefer the eventfd backend for fd-driven waiters.
  * The fd is owned by the handle; do not close it. Returns the fd (>= 0),
  * -EINVAL (not a waiter handle), or a negative errno (eventfd, thread).
+ *
+ * Liveness on the fd path: the doorbell does not watch for you. Add
+ * portal_region_watch_fd(w) to the poll set when it is >= 0 (readable when
+ * the peer process exits), and give poll a timeout no longer than your
+ * check interval (the heartbeat method and peers without a pidfd need it);
+ * whenever poll returns, ack(), drain the work, then call
+ * portal_region_watch_status(): DEAD, GONE or RESTARTED with nothing left
+ * to drain means the peer is gone. The pidfd may change or vanish after
+ * each status call: re-read it before each poll.
  */
 PORTAL_API int portal_doorbell_fd(portal_doorbell_t *d);
 

@@ -21,9 +21,21 @@
  * quarantines the handle: every later call on it returns -EPROTO. Nothing
  * out of bounds is ever read or written, and no call waits on a peer across
  * the trust boundary. (Producers of an MPSC/MPMC ring, and consumers of an
- * MPMC ring, publish in claim order: one waits, yielding, for a claimant
- * before it that was preempted. They are one trust domain by design;
- * recovering a claimant that died mid-claim comes with crash recovery.)
+ * MPMC ring, publish in claim order: one waits - spinning, then yielding,
+ * then sleeping - for a claimant before it that was preempted. They are one
+ * trust domain by design.)
+ *
+ * Crash recovery (docs/recovery.md). A ring made recoverable
+ * (portal_ring_init_recoverable, portal_ring_create_recoverable) gives
+ * each multi-producer / multi-consumer handle a claim record in shared
+ * memory. When the caller's liveness layer says the
+ * holder of a record died, portal_ring_recover_producer turns the slots the
+ * dead producer claimed but never published into poison (a pattern no
+ * honest producer sends; portal_ring_is_poison) and publishes them, so the
+ * ring flows again; portal_ring_recover_consumer hands the elements a dead
+ * consumer claimed but never returned to the recovering caller, so each
+ * element is returned by exactly one dequeue or recover call. A restarted
+ * single producer or consumer resumes from the shared tails.
  *
  * Concurrency (per handle; one handle per thread):
  *
@@ -75,6 +87,9 @@ struct portal_ring_stats {
 	uint64_t empty;        /* dequeue calls that found nothing */
 	uint64_t proto_errors; /* protocol violations seen (then quarantined) */
 	uint64_t lapped;       /* broadcast LAP: messages lost to overwrite */
+	uint64_t recovered;    /* descriptor ring: slots this handle turned into
+	                        * poison (producer recovery) or re-delivered
+	                        * (consumer recovery) for a dead claimant */
 };
 
 /* ------------------------------------------------------------------ */
@@ -90,12 +105,47 @@ struct portal_ring_params {
 	uint32_t flags;      /* reserved, 0 */
 };
 
+/* Most claim records per side (portal_ring_recovery_params). */
+#define PORTAL_RING_MAX_CLAIMS 256u
+/* portal_ring_attach_claim: take the first free claim record. */
+#define PORTAL_RING_CLAIM_ANY (-1)
+/* portal_ring_recovery_params.flags */
+#define PORTAL_RING_F_POISON 0x1u /* use .poison instead of all bytes 0xFF */
+#define PORTAL_RING_RF_MASK  0x1u
+
+/*
+ * Crash recovery of a multi-producer / multi-consumer ring: claim records
+ * in shared memory, 0..PORTAL_RING_MAX_CLAIMS per side. max_producers for
+ * MPSC and MPMC only; max_consumers for MPMC only. A ring made without
+ * them (plain portal_ring_init, or both 0) has the layout and fast path of
+ * a ring without recovery, and a claimant that dies stalls its side.
+ */
+struct portal_ring_recovery_params {
+	uint16_t max_producers;
+	uint16_t max_consumers;
+	uint32_t flags;      /* PORTAL_RING_F_* */
+	/* With PORTAL_RING_F_POISON: the 8-byte pattern, repeated, that fills
+	 * a recovered slot; choose a value no honest producer sends. Without
+	 * the flag every poison byte is 0xFF. */
+	uint64_t poison;
+};
+
 /* Bytes needed for a ring with these parameters; 0 if they are invalid. */
 PORTAL_API size_t portal_ring_memsize(const struct portal_ring_params *p);
 
 /* Lay out an empty ring in MEM (LEN bytes, 64-byte aligned).
  * Returns 0, -EINVAL (bad params, LEN too small, misaligned). */
 PORTAL_API int portal_ring_init(void *mem, size_t len, const struct portal_ring_params *p);
+
+/* The same for a ring with claim records for crash recovery (RP NULL or
+ * with no records: exactly memsize / init / create). -EINVAL (0 from
+ * memsize) also for records on a side that is single, more than
+ * PORTAL_RING_MAX_CLAIMS, or unknown flag bits. */
+PORTAL_API size_t portal_ring_memsize_recoverable(const struct portal_ring_params *p,
+						  const struct portal_ring_recovery_params *rp);
+PORTAL_API int portal_ring_init_recoverable(void *mem, size_t len,
+					    const struct portal_ring_params *p,
+					    const struct portal_ring_recovery_params *rp);
 
 /*
  * Attach a handle to the ring in MEM for ROLE. Geometry is validated and
@@ -106,12 +156,36 @@ PORTAL_API int portal_ring_attach(void *mem, size_t len, enum portal_ring_role r
 				  portal_ring_t **out);
 PORTAL_API void portal_ring_detach(portal_ring_t *r); /* NULL is fine */
 
+/*
+ * Attach like portal_ring_attach, and take claim record SLOT (or the first
+ * free one with PORTAL_RING_CLAIM_ANY) of ROLE's side, tagged with OWNER:
+ * any value the caller's liveness layer will later name the dead by (a pid,
+ * a participant side and epoch). A multi-producer (MPSC, MPMC) producer or
+ * multi-consumer (MPMC) consumer handle of a ring with claim records must
+ * hold one; portal_ring_attach takes the first free one with OWNER =
+ * getpid(). Handles of a side without records (single side, or 0 records)
+ * take none and ignore SLOT and OWNER. The record is freed by detach, or by
+ * recovery once its holder is dead.
+ * Returns 0, -EINVAL (bad arguments, SLOT out of range), -EBUSY (record
+ * SLOT held, or none free), -ENOMEM, PORTAL_EPROTO (as portal_ring_attach).
+ * Memory order: the record is taken with a CAS; acquire, pairs with the
+ * release by which detach or recovery frees it.
+ */
+PORTAL_API int portal_ring_attach_claim(void *mem, size_t len, enum portal_ring_role role,
+					int slot, uint64_t owner, portal_ring_t **out);
+/* The claim record this handle holds, or -1 (none). */
+PORTAL_API int portal_ring_claim_slot(const portal_ring_t *r);
+
 /* Place a ring named NAME in a region (creator only) / open it by name.
  * Returns as portal_region_alloc / portal_region_lookup and attach. */
 PORTAL_API int portal_ring_create(portal_region_t *reg, const char *name,
 				  const struct portal_ring_params *p, uint32_t owner_side);
 PORTAL_API int portal_ring_open(portal_region_t *reg, const char *name,
 				enum portal_ring_role role, portal_ring_t **out);
+PORTAL_API int portal_ring_create_recoverable(portal_region_t *reg, const char *name,
+					      const struct portal_ring_params *p,
+					      const struct portal_ring_recovery_params *rp,
+					      uint32_t owner_side);
 
 /*
  * Enqueue up to N elements from OBJS (N * slot_size bytes, contiguous).
@@ -139,6 +213,84 @@ PORTAL_API uint32_t portal_ring_slot_size(const portal_ring_t *r);
 PORTAL_API uint32_t portal_ring_capacity(const portal_ring_t *r);
 PORTAL_API bool portal_ring_quarantined(const portal_ring_t *r);
 PORTAL_API void portal_ring_stats(const portal_ring_t *r, struct portal_ring_stats *st);
+
+/*
+ * This handle's position: elements enqueued (producer) or dequeued
+ * (consumer) through the ring since init, counting every side's elements;
+ * a restarted single producer or consumer resumes from it. Single-side
+ * handles give their own position; a multi-side handle gives its side's
+ * published tail. A sender that tags what it sends with the position it
+ * was enqueued at can later tell what a dead receiver had taken
+ * (portal_arena_mark_sent, portal_ring_peer_position).
+ */
+PORTAL_API uint64_t portal_ring_position(const portal_ring_t *r);
+/*
+ * The other side's published position: cons_tail for a producer handle
+ * (elements the consumers have finished with), prod_tail for a consumer
+ * handle. Checked as every read of a peer index is. Returns 0,
+ * -EINVAL (NULL), PORTAL_EPROTO.
+ * Memory order: acquire, pairs with the peer's publish.
+ */
+PORTAL_API int portal_ring_peer_position(portal_ring_t *r, uint64_t *pos);
+
+/*
+ * Crash recovery of a multi-producer claim. Run by any handle of the ring
+ * (a surviving producer or the consumer) once the caller knows that the
+ * holder of producer claim record SLOT is dead and will not run again
+ * (its process exited; portal_ring_find_claims maps an owner to slots).
+ * If that producer claimed slots and did not publish them, they are
+ * filled with the ring's poison pattern and published in claim order, so
+ * producers waiting behind it go on and the consumer sees poison
+ * (portal_ring_is_poison) where the lost elements would have been; then
+ * the record is freed for a new producer. Nothing published is touched:
+ * elements the dead producer published are delivered as usual.
+ * Returns the number of slots turned into poison (0: the dead producer
+ * held no unpublished claim, or the record was free; it is free now), or
+ *   -EAGAIN  not finished: an earlier claim is still unpublished (a live
+ *            producer that is slow - call again - or another dead one:
+ *            recover it too, then call again), or another record shows a
+ *            claim at the same position (a live producer about to move on;
+ *            call again). The record stays held, nothing is published.
+ *   -EBUSY   another recovery of this record is running.
+ *   -EINVAL  SLOT out of range, or the ring has no producer records.
+ *   PORTAL_EPROTO  the shared indices are out of range (handle quarantined).
+ * Bounded: waits at most about a millisecond, never for ever.
+ * Exclusion: none; concurrent recoveries of one record are refused with
+ * -EBUSY. If the caller is wrong and the holder is alive, its enqueue
+ * fails with -EOWNERDEAD once it sees its claim was taken over (its
+ * elements may have been poisoned).
+ * Memory order: the poison is written, then prod_tail with release (pairs
+ * with the consumer's acquire).
+ */
+PORTAL_API int portal_ring_recover_producer(portal_ring_t *r, unsigned slot);
+
+/*
+ * Crash recovery of a multi-consumer (MPMC) claim: as above for consumer
+ * claim record SLOT. The elements the dead consumer claimed but never
+ * returned from its dequeue are copied into OBJS (room for MAX elements)
+ * and then released (cons_tail published in order): each element is
+ * returned by exactly one dequeue or recover call. They may include poison
+ * slots. Returns the number of elements copied (0: nothing held), -EMSGSIZE
+ * (the claim holds more than MAX: nothing changed; capacity elements always
+ * suffice), -EAGAIN, -EBUSY, -EINVAL, PORTAL_EPROTO as above.
+ * Memory order: the copy, then cons_tail with release (pairs with the
+ * producers' acquire before reuse).
+ */
+PORTAL_API int portal_ring_recover_consumer(portal_ring_t *r, unsigned slot, void *objs,
+					    unsigned max);
+
+/*
+ * Claim records of ROLE's side held with tag OWNER (a holder that died
+ * is found by the tag it gave). Writes up to MAX slot numbers into SLOTS and
+ * returns how many records match (may exceed MAX), or -EINVAL.
+ * Memory order: relaxed snapshot; recovery re-checks each record.
+ */
+PORTAL_API int portal_ring_find_claims(portal_ring_t *r, enum portal_ring_role role,
+				       uint64_t owner, unsigned *slots, unsigned max);
+
+/* True if the slot_size bytes at SLOT (a copy the consumer dequeued) are the
+ * ring's poison pattern: a slot recovered from a dead producer. Pure. */
+PORTAL_API bool portal_ring_is_poison(const portal_ring_t *r, const void *slot);
 
 /* ------------------------------------------------------------------ */
 /* Message rings (SPSC, variable length, zero-copy)                    */
@@ -187,10 +339,26 @@ PORTAL_API int portal_msgring_release(portal_msgring_t *m);
 
 /* Copying conveniences over reserve/commit and peek/release.
  * send: 0, -EAGAIN, -EMSGSIZE, -EINVAL, PORTAL_EPROTO.
- * recv: the message length, -EAGAIN, -EMSGSIZE (CAP too small; the message
- *       stays), -EINVAL, PORTAL_EPROTO. */
+ * recv: the message length, -EAGAIN, -EMSGSIZE (CAP too small: the message
+ *       stays unconsumed and is not left peeked, so a later recv with a
+ *       bigger buffer, or a peek, gets it), -EINVAL, PORTAL_EPROTO. */
 PORTAL_API int portal_msgring_send(portal_msgring_t *m, const void *buf, size_t len);
 PORTAL_API ssize_t portal_msgring_recv(portal_msgring_t *m, void *buf, size_t cap);
+
+/*
+ * Consumer: the position of the message the last peek returned (still
+ * peeked): the ring byte position at which it starts, strictly increasing
+ * from one message to the next over the ring's life. Returns 0, -EINVAL
+ * (not a consumer, or no message peeked).
+ * Restart. A producer killed between reserve and commit published nothing;
+ * its successor resumes after the last committed record. A consumer killed
+ * between peek and release resumes at that message and sees it again: the
+ * message ring is at-least-once for a consumer that dies between peek and
+ * release. A consumer that needs exactly-once records the position of each
+ * message it has finished with, and after a restart releases without
+ * processing every message whose position is not above the one recorded.
+ */
+PORTAL_API int portal_msgring_position(const portal_msgring_t *m, uint64_t *pos);
 
 /* Consumer: 1 if a message (or a protocol error) is waiting, 0 if not. */
 PORTAL_API int portal_msgring_ready(portal_msgring_t *m);
