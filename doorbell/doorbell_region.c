@@ -22,8 +22,19 @@ int portal_doorbell_create(portal_region_t *reg, const char *name,
 
 	if (!reg || !name)
 		return -EINVAL;
-	if (backend != PORTAL_DOORBELL_FUTEX && backend != PORTAL_DOORBELL_EVENTFD)
+	/* Every backend keeps only words in shared memory; whatever wakes
+	 * the waiter (an eventfd, the ivshmem server's eventfds or a guest's
+	 * MSI-X, a stream) belongs to the handles and is given at attach. So
+	 * the creator needs no resource of its own for any of them. */
+	switch (backend) {
+	case PORTAL_DOORBELL_FUTEX:
+	case PORTAL_DOORBELL_EVENTFD:
+	case PORTAL_DOORBELL_IVSHMEM:
+	case PORTAL_DOORBELL_STREAM:
+		break;
+	default:
 		return -EINVAL;
+	}
 	/* Built before its entry is published: a peer never sees magic 0. */
 	return portal_region_alloc_init(reg, name, PORTAL_OBJ_DOORBELL, portal_doorbell_memsize(),
 					PORTAL_LINE_PAIR, owner_side, param, init_cb, &backend,

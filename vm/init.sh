@@ -5,6 +5,9 @@
 #   portal.scenario=NAME   probe | pmem-setup | local | any other: run one peer
 #   portal.role=ROLE       portal_vmpeer's role (a, b, hostile)
 #   portal.modules=1       insmod the modules listed in /lib/modules/order
+#   portal.vfio=1          bind the ivshmem device (1af4:1110) to vfio-pci
+#                          (the ivshmem doorbell's interrupts; needs the vfio
+#                          modules and an IOMMU: intel_iommu=on on q35)
 #   portal.KEY=VALUE       passed on as --KEY VALUE
 # prints PORTAL-VM-* lines on the serial console, and powers off.
 /bin/busybox mkdir -p /proc /sys /dev /tmp
@@ -22,6 +25,7 @@ echo "PORTAL-VM-BOOT: init started at $(cut -d' ' -f1 /proc/uptime) s guest upti
 scenario=
 role=
 modules=0
+vfio=0
 args=
 # shellcheck disable=SC2013 # the command line is one line of words
 for kv in $(cat /proc/cmdline); do
@@ -29,6 +33,7 @@ for kv in $(cat /proc/cmdline); do
 	portal.scenario=*) scenario=${kv#portal.scenario=} ;;
 	portal.role=*) role=${kv#portal.role=} ;;
 	portal.modules=*) modules=${kv#portal.modules=} ;;
+	portal.vfio=*) vfio=${kv#portal.vfio=} ;;
 	portal.*=*)
 		k=${kv%%=*}
 		args="$args --${k#portal.} ${kv#*=}"
@@ -60,6 +65,36 @@ wait_for() {
 	done
 	[ -e "$1" ]
 }
+
+# Give the ivshmem device to vfio-pci: new_id makes the driver take every
+# device with that vendor and device id. Then the device's IOMMU group has
+# a /dev/vfio/N node, which portal_ivshmem_guest_open uses. A failure is
+# reported here and, with its reason, again by the program.
+vfio_bind() {
+	echo "1af4 1110" >/sys/bus/pci/drivers/vfio-pci/new_id ||
+		echo "PORTAL-VM: vfio-pci new_id failed (module vfio-pci loaded?)"
+	for d in /sys/bus/pci/devices/*; do
+		if [ "$(cat "$d/vendor")" != 0x1af4 ] || [ "$(cat "$d/device")" != 0x1110 ]; then
+			continue
+		fi
+		wait_for "$d/driver" 5
+		drv=$(readlink "$d/driver")
+		grp=$(readlink "$d/iommu_group")
+		drv=${drv##*/}
+		grp=${grp##*/}
+		if [ "$drv" = vfio-pci ] && [ -n "$grp" ] && wait_for "/dev/vfio/$grp" 5; then
+			echo "PORTAL-VM: ${d##*/} bound to vfio-pci, IOMMU group $grp (/dev/vfio/$grp)"
+			return 0
+		fi
+		echo "PORTAL-VM: ${d##*/}: driver '${drv:-none}', IOMMU group '${grp:-none}'" \
+			"(no IOMMU? q35 + intel-iommu and intel_iommu=on are needed)"
+		return 1
+	done
+	echo "PORTAL-VM: no ivshmem device (1af4:1110)"
+	return 1
+}
+
+[ "$vfio" = 1 ] && vfio_bind
 
 nd=/sys/bus/nd/devices
 

@@ -10,8 +10,18 @@
 #   hostile      a guest scribbles on the fields it owns; the host (under ASan)
 #                must report PORTAL_EPROTO and quarantine, never crash or hang
 #   local        the same exchange between two processes inside one guest
+#   ivshmem-doorbell
+#                host <-> guest over ivshmem-doorbell served by
+#                portal-ivshmem-server, both sides asleep on ivshmem
+#                doorbells: the host on its server eventfd, the guest on an
+#                MSI-X eventfd through VFIO (q35 + intel-iommu); = ivshmem
+#                with PORTAL_VM_WAKE=ivshmem
+#   pmem-stream  host <-> guest over virtio-pmem devdax, both sides asleep on
+#                stream doorbells over a virtio-serial port; = pmem with
+#                PORTAL_VM_WAKE=stream
 #
-# --bin holds portal_vmpeer, portal_vmpeer_asan and portal_vmpeer_guest;
+# --bin holds portal_vmpeer, portal_vmpeer_asan, portal_vmpeer_guest and
+# portal-ivshmem-server;
 # --cache keeps the kernel package, its unpacked tree, the accelerator probe
 # and the pmem image between runs; --work is this scenario's scratch space.
 #
@@ -29,7 +39,11 @@
 #   PORTAL_VM_MESSAGES  messages each way (default per scenario)
 #   PORTAL_VM_RTT       round trips to time (default 2000; 0: none)
 #   PORTAL_VM_TIMEOUT   seconds one QEMU run may take (default 180)
-#   PORTAL_VM_WAKE      how the peers wait: poll (the only kind yet)
+#   PORTAL_VM_WAKE      how the peers wait for each other: poll (default),
+#                       or a doorbell both sides sleep on: ivshmem (scenario
+#                       ivshmem: becomes ivshmem-doorbell), stream (ivshmem,
+#                       pmem: adds a virtio-serial port), futex (local).
+#                       ivshmem-doorbell and pmem-stream fix their own kind.
 #   PORTAL_VM_KEEP      1: keep the scratch files and logs
 #
 # Exit: 0 passed, 1 failed, 77 cannot run here (the reason is printed).
@@ -60,6 +74,7 @@ if [ -z "$bin" ] || [ -z "$cache" ] || [ -z "$work" ] || [ -z "$scenario" ]; the
 fi
 case "$scenario" in
 ivshmem | pmem | guest2guest | hostile | local) ;;
+ivshmem-doorbell | pmem-stream) ;;
 *) die "unknown scenario $scenario" ;;
 esac
 
@@ -67,6 +82,22 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 qemu_timeout=${PORTAL_VM_TIMEOUT:-180}
 rtt=${PORTAL_VM_RTT:-2000}
 wake=${PORTAL_VM_WAKE:-poll}
+# The doorbell scenarios are the polling ones with a fixed wake kind.
+base=$scenario
+case "$scenario" in
+ivshmem-doorbell) base=ivshmem forced=ivshmem ;;
+pmem-stream) base=pmem forced=stream ;;
+*) forced= ;;
+esac
+if [ -n "$forced" ]; then
+	[ "$wake" = poll ] || [ "$wake" = "$forced" ] ||
+		echo "vm: PORTAL_VM_WAKE=$wake ignored: $scenario is about the $forced doorbell"
+	wake=$forced
+fi
+case "$base:$wake" in
+*:poll | ivshmem:ivshmem | ivshmem:stream | pmem:stream | local:futex) ;;
+*) die "PORTAL_VM_WAKE=$wake does not apply to scenario $base (see the top of $0)" ;;
+esac
 t_start=$(date +%s.%N)
 
 elapsed() { awk -v a="$t_start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
@@ -92,7 +123,9 @@ done
 for p in portal_vmpeer portal_vmpeer_guest; do
 	[ -x "$bin/$p" ] || die "$bin/$p not built"
 done
-[ "$wake" = poll ] || skip "PORTAL_VM_WAKE=$wake: only polling exists yet (see docs/vm.md)"
+if [ "$wake" = ivshmem ]; then
+	[ -x "$bin/portal-ivshmem-server" ] || die "$bin/portal-ivshmem-server not built"
+fi
 
 mkdir -p "$cache" "$work"
 work=$(cd "$work" && pwd)
@@ -224,11 +257,15 @@ build_initramfs() {
 	(cd "$root" && find . | cpio -o -H newc --quiet) >"$out"
 }
 
+# Guest modules: virtio-pmem and devdax; virtio_console for a virtio-serial
+# port; VFIO (vfio_iommu_type1 is loaded on demand in a full system, so it
+# is named) for the ivshmem doorbell's interrupts.
 initrd=$work/initramfs.cpio
-case "$scenario" in
-pmem) build_initramfs "$initrd" virtio_pci virtio_pmem nd_pmem dax_pmem device_dax ;;
-*) build_initramfs "$initrd" ;;
-esac
+mods=()
+[ "$base" = pmem ] && mods+=(virtio_pci virtio_pmem nd_pmem dax_pmem device_dax)
+[ "$wake" = stream ] && mods+=(virtio_pci virtio_console)
+[ "$wake" = ivshmem ] && mods+=(vfio vfio_iommu_type1 vfio_virqfd irqbypass vfio_pci_core vfio_pci)
+build_initramfs "$initrd" ${mods[@]+"${mods[@]}"}
 
 # ---- accelerator: KVM if a guest really boots with it, else TCG ---------------
 
@@ -240,7 +277,7 @@ qemu_run() {
 	shift 2
 	# $qemu_pid is timeout's: killing it (SIGTERM) ends QEMU too.
 	timeout -k 5 "$qemu_timeout" qemu-system-x86_64 "${accel_args[@]}" \
-		-machine pc -m "${mem:-256}" -smp "$smp" \
+		-machine "${machine:-pc}" -m "${mem:-256}" -smp "$smp" \
 		-nographic -no-reboot -nic none \
 		-kernel "$boot_kernel" -initrd "$initrd" \
 		-append "console=ttyS0 panic=-1 quiet loglevel=3 $append" "$@" \
@@ -331,14 +368,72 @@ msgs=${PORTAL_VM_MESSAGES:-}
 shm=/dev/shm/portal-vm-$scenario-$$
 ivshmem_size=4M
 
-case "$scenario" in
+# The doorbell's transport, added to QEMU's devices ($dev), the host's
+# arguments ($host_args) and the guest's command line ($guest_args).
+wake_setup() {
+	case "$wake" in
+	ivshmem)
+		# Interrupts to the guest need VFIO, so an IOMMU: q35 with
+		# intel-iommu (before the ivshmem device), intel_iommu=on.
+		# The memory is the server's: the host's region file.
+		ivs_sock=$work/ivs.sock
+		machine=q35
+		[ "$accel" = kvm ] && machine=q35,kernel-irqchip=split
+		dev=(-device intel-iommu -chardev "socket,path=$ivs_sock,id=ivs"
+			-device "ivshmem-doorbell,chardev=ivs,vectors=1")
+		host_args+=(--wake "ivshmem:$ivs_sock")
+		guest_args+=" portal.wake=ivshmem portal.modules=1 portal.vfio=1 intel_iommu=on"
+		;;
+	stream)
+		# QEMU listens on the chardev socket; the host side connects
+		# (retrying while QEMU starts), the guest finds the port by name.
+		serial_sock=$work/serial.sock
+		rm -f "$serial_sock"
+		dev+=(-device virtio-serial-pci
+			-chardev "socket,path=$serial_sock,server=on,wait=off,id=c0"
+			-device "virtserialport,chardev=c0,name=portal.0")
+		host_args+=(--wake "stream:$serial_sock")
+		guest_args+=" portal.wake=stream:portal.0 portal.modules=1"
+		;;
+	esac
+}
+
+# The ivshmem server, on the region file the host side has laid out.
+start_server() {
+	[ "$wake" = ivshmem ] || return 0
+	rm -f "$ivs_sock" "$work/ivs.pid"
+	timeout -k 5 "$qemu_timeout" "$bin/portal-ivshmem-server" -F -S "$ivs_sock" -m "$shm" \
+		-l "${ivshmem_size,,}" -n 1 -p "$work/ivs.pid" 2>"$work/ivs.log" &
+	pids+=("$!")
+	local _
+	for _ in $(seq 100); do
+		[ -s "$work/ivs.pid" ] && return 0
+		sleep 0.1
+	done
+	cat "$work/ivs.log"
+	die "portal-ivshmem-server did not start"
+}
+
+# Both sides must have slept on their doorbell and rung the other's (each
+# side's program fails itself otherwise; this also catches a side that
+# never got as far as using one).
+check_wake() { # LOG WHAT
+	[ "$wake" = poll ] && return 0
+	grep -q "doorbell kind=$wake " "$1" ||
+		fail_with_log "$1" "$2: no doorbell report (kind $wake)"
+}
+
+case "$base" in
 ivshmem | hostile)
 	shm_files+=("$shm")
-	if [ "$scenario" = ivshmem ]; then
+	dev=(-object "memory-backend-file,id=hm,share=on,mem-path=$shm,size=$ivshmem_size"
+		-device "ivshmem-plain,memdev=hm")
+	if [ "$base" = ivshmem ]; then
 		n=${msgs:-20000}
 		hostprog=$bin/portal_vmpeer
 		host_args=(a --rtt "$rtt")
 		guest_args="portal.role=b portal.rtt=$rtt"
+		wake_setup
 	else
 		n=${msgs:-5000}
 		hostprog=$bin/portal_vmpeer_asan
@@ -346,16 +441,16 @@ ivshmem | hostile)
 		host_args=(honest --random 3)
 		guest_args="portal.role=hostile portal.random=3"
 	fi
-	say "host side: $(basename "$hostprog"), $n messages each way"
+	say "host side: $(basename "$hostprog"), $n messages each way, waking by $wake"
 	host_start "$work/host.log" "$hostprog" "${host_args[@]}" --create --uri "file:$shm" \
 		--size "$ivshmem_size" --count "$n" --ready-file "$work/ready" \
 		--wait "$qemu_timeout" --tag host
 	wait_ready "$work/host.log"
+	start_server
 	t_boot=$(elapsed)
 	qemu_run "$work/guest.log" \
 		"portal.scenario=$scenario $guest_args portal.uri=ivshmem: portal.count=$n portal.wait=$qemu_timeout" \
-		-object "memory-backend-file,id=hm,share=on,mem-path=$shm,size=$ivshmem_size" \
-		-device ivshmem-plain,memdev=hm
+		"${dev[@]}"
 	wait "$qemu_pid" || true
 	host_rc=0
 	wait "$host_pid" || host_rc=$?
@@ -364,6 +459,12 @@ ivshmem | hostile)
 	[ "$host_rc" = 0 ] || fail_with_log "$work/host.log" "host side exited $host_rc$(
 		[ "$host_rc" = 124 ] && echo " (killed by timeout after $qemu_timeout s)")"
 	guest_passed "$work/guest.log" guest || fail_with_log "$work/guest.log" "guest"
+	check_wake "$work/host.log" "host"
+	check_wake "$work/guest.log" "guest"
+	[ "$verdict" = 0 ] || [ ! -s "$work/ivs.log" ] || {
+		echo "---- portal-ivshmem-server log"
+		cat "$work/ivs.log"
+	}
 	;;
 
 pmem)
@@ -372,6 +473,11 @@ pmem)
 	img=$cache/pmem.img
 	img_size=64M
 	n=${msgs:-20000}
+	dev=(-object "memory-backend-file,id=pm,share=on,mem-path=$img,size=$img_size"
+		-device "virtio-pmem-pci,memdev=pm")
+	host_args=()
+	guest_args=
+	wake_setup
 	exec 9>"$cache/lock"
 	flock 9
 	has_info() { [ "$(dd if="$img" bs=1 skip=4096 count=15 2>/dev/null || true)" = NVDIMM_DAX_INFO ]; }
@@ -391,16 +497,15 @@ pmem)
 			die "the guest did not configure devdax"
 		}
 	fi
-	say "host side: portal_vmpeer on file:$img?devdax, $n messages each way"
+	say "host side: portal_vmpeer on file:$img?devdax, $n messages each way, waking by $wake"
 	host_start "$work/host.log" "$bin/portal_vmpeer" a --rtt "$rtt" --create \
 		--uri "file:$img?devdax" --count "$n" --ready-file "$work/ready" \
-		--wait "$qemu_timeout" --tag host
+		--wait "$qemu_timeout" --tag host ${host_args[@]+"${host_args[@]}"}
 	wait_ready "$work/host.log"
 	t_boot=$(elapsed)
 	mem=512,maxmem=2G,slots=2 qemu_run "$work/guest.log" \
-		"portal.scenario=pmem portal.modules=1 portal.role=b portal.uri=pmem:/dev/dax0.0 portal.count=$n portal.rtt=$rtt portal.wait=$qemu_timeout" \
-		-object "memory-backend-file,id=pm,share=on,mem-path=$img,size=$img_size" \
-		-device virtio-pmem-pci,memdev=pm
+		"portal.scenario=pmem portal.modules=1 portal.role=b portal.uri=pmem:/dev/dax0.0 portal.count=$n portal.rtt=$rtt portal.wait=$qemu_timeout$guest_args" \
+		"${dev[@]}"
 	wait "$qemu_pid" || true
 	host_rc=0
 	wait "$host_pid" || host_rc=$?
@@ -410,6 +515,8 @@ pmem)
 	[ "$host_rc" = 0 ] || fail_with_log "$work/host.log" "host side exited $host_rc$(
 		[ "$host_rc" = 124 ] && echo " (killed by timeout after $qemu_timeout s)")"
 	guest_passed "$work/guest.log" guest || fail_with_log "$work/guest.log" "guest"
+	check_wake "$work/host.log" "host"
+	check_wake "$work/guest.log" "guest"
 	;;
 
 guest2guest)
@@ -441,17 +548,19 @@ local)
 	n=${msgs:-20000}
 	t_boot=$(elapsed)
 	smp=2 qemu_run "$work/guest.log" \
-		"portal.scenario=local portal.uri=shm:portal-local portal.count=$n portal.rtt=$rtt"
+		"portal.scenario=local portal.uri=shm:portal-local portal.count=$n portal.rtt=$rtt portal.wake=$wake"
 	wait "$qemu_pid" || true
 	show "$work/guest.log" guest
 	guest_passed "$work/guest.log" guest-a || fail_with_log "$work/guest.log" "guest A"
 	guest_passed "$work/guest.log" guest-b || fail_with_log "$work/guest.log" "guest B"
+	[ "$wake" = poll ] || [ "$(grep -c "doorbell kind=$wake " "$work/guest.log")" = 2 ] ||
+		fail_with_log "$work/guest.log" "doorbell reports (kind $wake)"
 	;;
 esac
 
 total=$(elapsed)
 if [ "$verdict" = 0 ]; then
-	say "$scenario: PASS (accelerator $accel; $total s wall, ${t_boot}s of it before QEMU started)"
+	say "$scenario: PASS (accelerator $accel, waking by $wake; $total s wall, ${t_boot}s of it before QEMU started)"
 	exit 0
 fi
 say "$scenario: FAIL (accelerator $accel; $total s wall)"

@@ -27,7 +27,14 @@
  *   --wait SEC         how long the peer may take to show up (default 120)
  *   --timeout SEC      how long the work may take once it has (default 120)
  *   --random SEC       hostile test: length of the random phase (default 3)
- *   --wake poll        how to wait for the peer (only "poll" exists yet)
+ *   --wake KIND        how to wait for the peer: poll (default), futex,
+ *                      ivshmem:SOCK (host) / ivshmem[:BDF] (guest),
+ *                      stream:PATH|NAME; see vmwake.c. With a doorbell both
+ *                      sides sleep on it (spin off), the round trips
+ *                      included (A starts each one once B has armed: both
+ *                      wake-ups are in every figure), at least 100 round
+ *                      trips are made, and the run fails unless each side
+ *                      slept and rang
  *   --ready-file PATH  create PATH once the region is laid out
  *   --tag NAME         label for the output lines
  *
@@ -53,6 +60,13 @@
 
 #define RTT_LEN 64u
 #define STALL_S 20.0
+/* Longest sleep for one round trip's answer: a lost wake-up fails. */
+#define RTT_WAIT_S 10.0
+/* Longest wait for the peer to go to sleep before a timed round trip. */
+#define RTT_PACE_S 0.05
+/* Doorbell kinds: round trips done even when --rtt is 0, so that each side
+ * sleeps and rings at least this often (the exchange alone need not). */
+#define RTT_MIN_WAKE 100u
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -139,48 +153,16 @@ static void cpu_relax(void)
 #endif
 }
 
+static const char *wake_name(const struct vm_peer *p)
+{
+	static const char *const names[] = { "poll", "futex", "ivshmem", "stream" };
+
+	return names[p->wake.kind];
+}
+
 /* ------------------------------------------------------------------ */
-/* Waiting for the peer: polling now, a doorbell later                 */
+/* Waiting for the peer (vmwake.c has the kinds)                       */
 /* ------------------------------------------------------------------ */
-
-/* Spin a little, then yield, then sleep in growing steps up to 1 ms, so a
- * side that waits for a booting guest (or for a second TCG guest on the
- * same cores) does not take a core from it. */
-static void poll_idle(struct vm_wake *w)
-{
-	unsigned n = w->spins++;
-
-	if (w->spin_only || n < 256)
-		cpu_relax();
-	else if (n < 512)
-		sched_yield();
-	else
-		sleep_us(n < 1024 ? 20 : n < 2048 ? 100 : 1000);
-}
-
-static void poll_kick(struct vm_wake *w)
-{
-	(void)w; /* a polling peer needs no ring */
-}
-
-/*
- * Choose how to wait. "poll" is the only kind today. The hook for a
- * doorbell: a "stream:PORT" kind would open the virtio-serial port
- * (/dev/vport0p1 in the guest, the chardev socket on the host), make idle()
- * arm and block on it with a timeout and kick() write a byte when the peer
- * is armed, through the doorbell module's stream backend when it lands.
- */
-static int wake_open(struct vm_peer *p)
-{
-	const char *kind = p->o.wake ? p->o.wake : "poll";
-
-	if (strcmp(kind, "poll") != 0) {
-		vm_say(p, "wake kind '%s' not available yet (only poll)", kind);
-		return VM_USAGE;
-	}
-	p->wake = (struct vm_wake){ .name = "poll", .idle = poll_idle, .kick = poll_kick };
-	return VM_PASS;
-}
 
 static void progress(struct vm_peer *p)
 {
@@ -208,12 +190,12 @@ uint64_t vm_peer_field(const struct vm_peer *p, uint32_t side, size_t off)
 
 int vm_wait_field(struct vm_peer *p, uint32_t side, size_t off, uint64_t v, double deadline)
 {
-	struct vm_wake w = { .idle = poll_idle };
+	struct vm_wake w = { 0 };
 
 	while (vm_peer_field(p, side, off) < v) {
 		if (vm_now() > deadline)
 			return VM_TIMEOUT;
-		w.idle(&w);
+		vm_poll_idle(&w);
 	}
 	return VM_PASS;
 }
@@ -306,6 +288,8 @@ static int create_exchange(struct vm_peer *p)
 		rc = portal_region_alloc(p->reg, VM_CTL_NAME, PORTAL_OBJ_USER,
 					 (uint64_t)p->o.parts * sizeof(struct ctl_line), 0, 0, NULL,
 					 &info);
+	if (rc == 0)
+		rc = vm_wake_create(p);
 	return rc;
 }
 
@@ -320,6 +304,8 @@ static int setup(struct vm_peer *p)
 	struct portal_region_opts ro = { .ident = p->o.tag };
 	struct portal_object_info info;
 	double deadline = vm_now() + p->o.wait_s;
+	size_t mem_len = 0;
+	void *mem = vm_wake_region_mem(p, &mem_len);
 	int rc, fd;
 
 	if (p->o.create) {
@@ -341,7 +327,10 @@ static int setup(struct vm_peer *p)
 		ro.side = p->o.side;
 		/* Quiet while the region is not there yet. */
 		portal_set_log(log_cb, (void *)p->o.tag, PORTAL_LOG_ERROR);
-		while ((rc = portal_region_attach(p->o.uri, &ro, &p->reg)) != 0) {
+		/* A guest with the ivshmem doorbell has the region's memory
+		 * from VFIO already (BAR2): attach to that mapping. */
+		while ((rc = mem ? portal_region_attach_mem(mem, mem_len, &ro, &p->reg)
+				 : portal_region_attach(p->o.uri, &ro, &p->reg)) != 0) {
 			if (!retry_attach(rc) || vm_now() > deadline) {
 				vm_say(p, "attach %s: %s", p->o.uri, portal_strerror(rc));
 				return rc == -ENOENT || retry_attach(rc) ? VM_TIMEOUT : VM_SETUP;
@@ -351,8 +340,9 @@ static int setup(struct vm_peer *p)
 		portal_set_log(log_cb, (void *)p->o.tag, PORTAL_LOG_WARN);
 	}
 	p->side = portal_region_side(p->reg);
-	vm_say(p, "region %s: %zu bytes, side %u, id %08x", p->o.uri, portal_region_size(p->reg),
-	       p->side, portal_region_id(p->reg));
+	vm_say(p, "region %s%s: %zu bytes, side %u, id %08x", p->o.uri,
+	       mem ? " (BAR2 through VFIO)" : "", portal_region_size(p->reg), p->side,
+	       portal_region_id(p->reg));
 	while ((rc = portal_region_lookup(p->reg, VM_CTL_NAME, PORTAL_OBJ_USER, &info)) == -ENOENT &&
 	       vm_now() < deadline)
 		sleep_us(10000);
@@ -386,6 +376,32 @@ static int open_msgring(struct vm_peer *p, const char *name, enum portal_ring_ro
 /* Exchange: N messages each way at once, every one checked            */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The doorbell's readiness check during the exchange: a message to
+ * receive, or room for the next one to send (the peer rings after it
+ * publishes and after it releases). Room is tested by reserving it, which
+ * touches only our own handle; the reservation is kept for the send loop.
+ * An error also counts as ready: the loop meets it again and reports it.
+ */
+static int exch_ready(void *arg)
+{
+	struct vm_exch *x = arg;
+	int rc;
+
+	if (x->recvd < x->count && portal_msgring_ready(x->rx))
+		return 1;
+	if (x->sent < x->count) {
+		if (x->open_buf)
+			return 1;
+		rc = portal_msgring_reserve(x->tx, vm_msg_len(x->sent, x->tx_dir, x->max),
+					    &x->open_buf);
+		if (rc != 0)
+			x->open_buf = NULL;
+		return rc != -EAGAIN;
+	}
+	return 0;
+}
+
 int vm_exchange(struct vm_peer *p, struct vm_exch *x)
 {
 	uint32_t max = p->o.max_msg;
@@ -394,14 +410,18 @@ int vm_exchange(struct vm_peer *p, struct vm_exch *x)
 	static uint8_t copybuf[1u << 16];
 	int rc;
 
+	x->max = max;
+	x->open_buf = NULL;
 	while (x->sent < x->count || x->recvd < x->count) {
 		unsigned moved = 0;
 
 		for (unsigned k = 0; k < 32 && x->sent < x->count; k++) {
 			uint32_t len = vm_msg_len(x->sent, x->tx_dir, max);
-			void *buf;
+			void *buf = x->open_buf;
 
-			rc = portal_msgring_reserve(x->tx, len, &buf);
+			/* A reservation exch_ready() made for this message. */
+			x->open_buf = NULL;
+			rc = buf ? 0 : portal_msgring_reserve(x->tx, len, &buf);
 			if (rc == -EAGAIN)
 				break;
 			if (rc == 0) {
@@ -416,8 +436,6 @@ int vm_exchange(struct vm_peer *p, struct vm_exch *x)
 			x->sent++;
 			moved++;
 		}
-		if (moved)
-			p->wake.kick(&p->wake);
 		for (unsigned k = 0; k < 32 && x->recvd < x->count; k++) {
 			const void *buf;
 			const char *why;
@@ -457,13 +475,29 @@ int vm_exchange(struct vm_peer *p, struct vm_exch *x)
 			moved++;
 		}
 		if (moved) {
+			/* What we sent or released, then the ring: the peer may
+			 * sleep waiting for either. */
+			rc = vm_wake_kick(p);
+			if (rc)
+				return rc;
 			progress(p);
 			/* Relaxed: a diagnostic counter only we write. */
 			atomic_store_explicit(&me->count, x->recvd, memory_order_relaxed);
 			last = vm_now();
 			continue;
 		}
-		p->wake.idle(&p->wake);
+		if (p->wake.waiter) {
+			/* Sleep until the peer rings; a lost wake-up ends here. */
+			rc = vm_wake_wait(p, exch_ready, x, STALL_S);
+			if (rc) {
+				vm_say(p, "stalled: sent %llu received %llu of %llu",
+				       (unsigned long long)x->sent, (unsigned long long)x->recvd,
+				       (unsigned long long)x->count);
+				return rc;
+			}
+			continue;
+		}
+		vm_poll_idle(&p->wake);
 		if ((p->wake.spins & 255) == 0) {
 			double now = vm_now();
 
@@ -492,14 +526,32 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Spin until a message arrives; its length in *n. */
+static int rx_ready(void *arg)
+{
+	return portal_msgring_ready(arg);
+}
+
+/* Wait until a message arrives (spinning, or asleep on the doorbell); its
+ * length in *n. */
 static int rtt_wait(struct vm_peer *p, portal_msgring_t *rx, const void **buf, size_t *n,
 		    double deadline)
 {
 	unsigned spins = 0;
+	double left;
 	int rc;
 
 	while ((rc = portal_msgring_peek(rx, buf, n)) == -EAGAIN) {
+		if (p->wake.waiter) {
+			left = deadline - vm_now();
+			if (left > RTT_WAIT_S)
+				left = RTT_WAIT_S;
+			rc = left > 0 ? vm_wake_wait(p, rx_ready, rx, left) : VM_TIMEOUT;
+			if (rc) {
+				vm_say(p, "round trip: no answer");
+				return rc;
+			}
+			continue;
+		}
 		cpu_relax();
 		if ((++spins & 4095) == 0 && vm_now() > deadline) {
 			vm_say(p, "round trip: no answer");
@@ -533,7 +585,8 @@ static int rtt_send(struct vm_peer *p, portal_msgring_t *tx, const void *src, ui
 		vm_say(p, "round trip send: %s", portal_strerror(rc));
 		return VM_FAIL;
 	}
-	return VM_PASS;
+	/* The message, then the ring (the peer sleeps on its doorbell). */
+	return vm_wake_kick(p);
 }
 
 /* The round trips use their own sequence space (from 1 << 32) and the
@@ -559,14 +612,23 @@ static int rtt_a(struct vm_peer *p, struct vm_exch *x)
 {
 	uint64_t *ns = calloc(p->o.rtt, sizeof(*ns));
 	double deadline = vm_now() + p->o.timeout_s;
+	uint64_t asleep = 0;
 	int rc = VM_PASS;
 
 	if (!ns)
 		return VM_SETUP;
 	for (uint64_t i = 0; i < p->o.rtt && rc == VM_PASS; i++) {
-		uint64_t seq = (UINT64_C(1) << 32) + i, t0 = now_ns();
+		uint64_t seq = (UINT64_C(1) << 32) + i, t0;
 		const void *buf;
 		size_t n;
+
+		/* With doorbells, start each round trip once the peer sleeps
+		 * (untimed; B arms right after its echo): the figure is then
+		 * ring + wake-up both ways, not a peer that happened to be
+		 * still awake. */
+		if (p->wake.waiter && vm_wake_peer_armed(p, RTT_PACE_S))
+			asleep++;
+		t0 = now_ns();
 
 		rc = rtt_send(p, x->tx, NULL, seq, x->tx_dir, deadline);
 		if (rc == VM_PASS)
@@ -582,10 +644,11 @@ static int rtt_a(struct vm_peer *p, struct vm_exch *x)
 		uint64_t r = p->o.rtt;
 
 		qsort(ns, r, sizeof(*ns), cmp_u64);
-		vm_say(p, "rtt n=%llu min_ns=%llu p50_ns=%llu p99_ns=%llu max_ns=%llu",
+		vm_say(p, "rtt n=%llu min_ns=%llu p50_ns=%llu p99_ns=%llu max_ns=%llu wake=%s "
+			  "peer_asleep=%llu",
 		       (unsigned long long)r, (unsigned long long)ns[0],
 		       (unsigned long long)ns[r / 2], (unsigned long long)ns[r * 99 / 100],
-		       (unsigned long long)ns[r - 1]);
+		       (unsigned long long)ns[r - 1], wake_name(p), (unsigned long long)asleep);
 	}
 	free(ns);
 	return rc;
@@ -644,6 +707,9 @@ static int run_exchange(struct vm_peer *p, bool is_a)
 		vm_say(p, "no peer side in the directory");
 		rc = VM_SETUP;
 	}
+	/* Our doorbell (and id) before phase 1: the peer rings us only after. */
+	if (rc == VM_PASS)
+		rc = vm_wake_attach(p, is_a);
 	if (rc != VM_PASS)
 		goto out;
 	vm_set(&p->ctl[p->side].phase, 1);
@@ -653,8 +719,11 @@ static int run_exchange(struct vm_peer *p, bool is_a)
 		vm_say(p, "peer (side %u) did not show up within %.0f s", peer_side, p->o.wait_s);
 		goto out;
 	}
-	vm_say(p, "peer (side %u) is there; exchanging %llu messages each way", peer_side,
-	       (unsigned long long)x.count);
+	rc = vm_wake_peer(p, peer_side, deadline);
+	if (rc != VM_PASS)
+		goto out;
+	vm_say(p, "peer (side %u) is there; exchanging %llu messages each way, waking by %s",
+	       peer_side, (unsigned long long)x.count, p->wake.name);
 	rc = vm_exchange(p, &x);
 	if (rc == VM_PASS) {
 		vm_set(&p->ctl[p->side].phase, 2);
@@ -672,6 +741,8 @@ static int run_exchange(struct vm_peer *p, bool is_a)
 		portal_msgring_stats(x.rx, &st);
 		if (st.proto_errors)
 			rc = VM_FAIL;
+		if (rc == VM_PASS)
+			rc = vm_wake_report(p);
 		vm_set(&p->ctl[p->side].phase, 3);
 	}
 out:
@@ -788,7 +859,16 @@ int main(int argc, char **argv)
 		return rc;
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	portal_set_log(log_cb, (void *)p.o.tag, PORTAL_LOG_WARN);
-	rc = wake_open(&p);
+	rc = vm_wake_parse(&p);
+	if (rc == VM_PASS && p.wake.kind != VM_WAKE_POLL && strcmp(p.o.role, "a") != 0 &&
+	    strcmp(p.o.role, "b") != 0 && strcmp(p.o.role, "create") != 0) {
+		vm_say(&p, "--wake %s: only roles a, b and create use doorbells", p.wake.name);
+		rc = VM_USAGE;
+	}
+	if (rc == VM_PASS && p.wake.kind != VM_WAKE_POLL && p.o.rtt < RTT_MIN_WAKE)
+		p.o.rtt = RTT_MIN_WAKE;
+	if (rc == VM_PASS)
+		rc = vm_wake_prepare(&p);
 	if (rc == VM_PASS)
 		rc = setup(&p);
 	if (rc == VM_PASS) {
@@ -803,7 +883,9 @@ int main(int argc, char **argv)
 		else
 			rc = usage();
 	}
+	vm_wake_close(&p);
 	portal_region_detach(p.reg);
+	vm_wake_close_device(&p);
 	log_flush();
 	if (log_lines > 20)
 		printf("PORTAL-VM[%s]: portal log: %lu messages in all\n", p.o.tag, log_lines);

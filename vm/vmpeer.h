@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "portal/doorbell.h"
 #include "portal/region.h"
 #include "portal/ring.h"
 
@@ -36,20 +37,36 @@ struct ctl_line {
 	_Atomic uint64_t phase;  /* 1 attached, 2 exchange done, 3 rtt done, ... */
 	_Atomic uint64_t step;   /* hostile test: the lockstep counter */
 	_Atomic uint64_t count;  /* messages received so far (diagnostics) */
-	uint8_t pad[128 - 24];
+	_Atomic uint64_t wake_id; /* ivshmem wake: our ivshmem id + 1 (0: none),
+	                           * written before phase 1 */
+	uint8_t pad[128 - 32];
+};
+_Static_assert(sizeof(struct ctl_line) == 128, "one control line is 128 bytes");
+
+/* How a side waits for its peer when there is nothing to do (vmwake.c):
+ * polling with backoff, or a Portal doorbell per direction that the waiter
+ * really sleeps on and the peer rings after it publishes. */
+enum vm_wake_kind {
+	VM_WAKE_POLL = 0,
+	VM_WAKE_FUTEX,    /* two processes on one kernel */
+	VM_WAKE_IVSHMEM,  /* ivshmem-doorbell: server eventfds / VFIO MSI-X */
+	VM_WAKE_STREAM,   /* one byte per wake-up over a virtio-serial port */
 };
 
-/* How a side waits for its peer when there is nothing to do. Polling with
- * backoff is all there is today. A doorbell plugs in here: idle() would arm
- * it and sleep, kick() would ring it after publishing. The stream doorbell
- * over virtio-serial (doorbell/, being built) is the one meant for guests:
- * see wake_open() in vmpeer.c and docs/vm.md. */
 struct vm_wake {
-	const char *name;
-	unsigned spins;          /* idle calls since the last progress */
-	bool spin_only;          /* never sleep (round-trip timing) */
-	void (*idle)(struct vm_wake *w);
-	void (*kick)(struct vm_wake *w);
+	const char *name;        /* the --wake string */
+	enum vm_wake_kind kind;
+	const char *arg;         /* after the colon: socket, PCI address, port */
+	bool ivs_host;           /* ivshmem: a server client (else the guest device) */
+	bool is_a;               /* we sleep on wake_a (else wake_b) */
+	unsigned spins;          /* polling: idle calls since the last progress */
+	bool spin_only;          /* polling: never sleep */
+	portal_doorbell_t *waiter;   /* doorbell kinds: ours, we sleep on it */
+	portal_doorbell_t *notifier; /* the peer's, we ring it */
+	portal_ivshmem_client_t *ivc; /* ivshmem host side */
+	portal_ivshmem_guest_t *ivg;  /* ivshmem guest side (owns the region's memory) */
+	int stream_fd;           /* stream: our end, -1 if none */
+	_Atomic uint32_t *peer_armed; /* the peer's doorbell's `armed` word */
 };
 
 struct vm_opts {
@@ -110,8 +127,39 @@ struct vm_exch {
 	uint64_t count;
 	bool copy;          /* receive with portal_msgring_recv (untrusted peer) */
 	uint64_t sent, recvd;
+	/* Set by vm_exchange: the largest message, and a reservation the
+	 * doorbell's readiness check made for the next message (NULL: none). */
+	uint32_t max;
+	void *open_buf;
 };
 int vm_exchange(struct vm_peer *p, struct vm_exch *x);
+
+/* Waking (vmwake.c). parse: --wake into p->wake (before anything else);
+ * prepare: the guest's ivshmem device (before the region, whose memory it
+ * holds); create: the creator's doorbells; attach: our waiter, our id in
+ * the control block (before phase 1); peer: the notifier that rings the
+ * peer (after the peer's phase 1). wait/kick: sleep until READY or
+ * TIMEOUT_S, ring the peer. report: print the doorbell counters and fail
+ * if the waiter never slept or the notifier never rang. All return enum
+ * vm_exit (create: a Portal error). */
+int vm_wake_parse(struct vm_peer *p);
+enum portal_doorbell_backend vm_wake_backend(const struct vm_wake *w);
+int vm_wake_prepare(struct vm_peer *p);
+void *vm_wake_region_mem(const struct vm_peer *p, size_t *len);
+int vm_wake_create(struct vm_peer *p);
+int vm_wake_attach(struct vm_peer *p, bool is_a);
+int vm_wake_peer(struct vm_peer *p, uint32_t peer_side, double deadline);
+int vm_wake_wait(struct vm_peer *p, portal_doorbell_ready_fn ready, void *arg, double timeout_s);
+int vm_wake_kick(struct vm_peer *p);
+int vm_wake_report(struct vm_peer *p);
+/* Round-trip pacing: wait up to MAX_S (not timed) until the peer's waiter
+ * has armed its doorbell, so that the next round trip finds it asleep and
+ * has to wake it. true if it did. */
+bool vm_wake_peer_armed(struct vm_peer *p, double max_s);
+void vm_wake_close(struct vm_peer *p);
+void vm_wake_close_device(struct vm_peer *p);
+/* Polling: one idle step (spin, yield, sleep up to 1 ms). */
+void vm_poll_idle(struct vm_wake *w);
 
 /* The hostile test: the guest's side and the host's side. */
 int vm_run_hostile(struct vm_peer *p);
