@@ -201,6 +201,23 @@ static bool ring_has_free_record(const void *mem, uint64_t first, uint32_t n)
 	return false;
 }
 
+/* Does a call of ROLE on a multi-side ring find a foreign claim in flight? */
+static bool claim_in_flight(void *mem, const struct portal_ring_hdr *h, int role, uint32_t nrec)
+{
+	struct portal_ring_hdr *s = mem;
+	bool multi = role == PORTAL_ROLE_PRODUCER ? h->mode != PORTAL_RING_SPSC
+						  : h->mode == PORTAL_RING_MPMC;
+
+	(void)nrec; /* recoverable rings: the same rule, for now */
+	if (!multi)
+		return false;
+	if (role == PORTAL_ROLE_PRODUCER)
+		return atomic_load_explicit(&s->prod_head, memory_order_relaxed) !=
+		       atomic_load_explicit(&s->prod_tail, memory_order_relaxed);
+	return atomic_load_explicit(&s->cons_head, memory_order_relaxed) !=
+	       atomic_load_explicit(&s->cons_tail, memory_order_relaxed);
+}
+
 static void use_ring(void *mem, size_t len)
 {
 	struct portal_ring_hdr h;
@@ -258,6 +275,15 @@ static void use_ring(void *mem, size_t len)
 			continue;
 		FZ_CHECK(portal_ring_slot_size(r) == h.slot_size && portal_ring_capacity(r) == h.capacity,
 			 "ring geometry differs from the header");
+		/* A multi-side handle publishes after every earlier claim of its
+		 * side. A claim in flight that no record names (the image's
+		 * head ahead of its tail) belongs to a member of the trust
+		 * domain that may never publish it: the call would wait for
+		 * it (ring.h), so it is not made here. */
+		if (claim_in_flight(mem, &h, role, n)) {
+			portal_ring_detach(r);
+			continue;
+		}
 		el = malloc(h.slot_size);
 		memset(el, 0x5a, h.slot_size);
 		if (role == PORTAL_ROLE_PRODUCER) {
