@@ -16,7 +16,7 @@ portal_build "$build-asan" -DPORTAL_TESTS=ON -DPORTAL_WERROR=ON -DPORTAL_SANITIZ
 
 # TSan: the unit tests that run threads against each other. Only their
 # targets are built (the stress programs force ASan on, which TSan excludes).
-threaded=(ring msgring bcast doorbell)
+threaded=(ring msgring bcast doorbell region)
 cmake -S "$PORTAL_ROOT" -B "$build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPORTAL_TESTS=ON \
 	-DPORTAL_WERROR=ON -DPORTAL_TSAN=ON -DPORTAL_BENCH=OFF >/dev/null
 cmake --build "$build-tsan" -j "$(nproc)" --target "${threaded[@]/#/test_portal_}"
