@@ -731,9 +731,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (!use_fd && !readonly) {
 		const struct portal_participant *p = (const void *)(img + 1024 + 64 * eff_side);
-		/* A patch that rewrote our slot's epoch took it over: we are
-		 * fenced, and detach must leave the new owner's slot alone. */
-		bool ours = atomic_load_explicit(&p->epoch, memory_order_relaxed) == our_epoch;
+		/* A patch that rewrote our slot's epoch or state took it over
+		 * (or freed it): we are fenced, and detach must leave the slot
+		 * alone (region.h, portal_region_check_self). */
+		bool ours = atomic_load_explicit(&p->epoch, memory_order_relaxed) == our_epoch &&
+			    atomic_load_explicit(&p->state, memory_order_relaxed) == PORTAL_PART_ACTIVE;
 		uint8_t before[64];
 
 		memcpy(before, (const void *)p, sizeof(before));
