@@ -18,13 +18,23 @@
  * stores in its record the head the CAS expects and the count it claims
  * (release; the CAS is a release on success). So the record of whoever
  * won the claim starting at position x shows x from before its CAS until
- * it has published past x: there is no window in which a claim exists and
- * no record names it. A survivor that is told a holder died finds the
- * claim its record names, decides whether the dead holder won it (the
- * head moved past x, the tail has not, and no other record shows x), and
- * then publishes it in claim order: poison for a producer's claim, a copy
- * to the recovering caller for a consumer's. docs/recovery.md has the
- * argument in full.
+ * the side's tail has passed its claim: there is no window in which a
+ * claim exists and no record names it.
+ *
+ * Done marks and helping (recoverable sides only). A handle that has
+ * copied its claim [x, x+n) in or out stores done = x+n in its record,
+ * and then any handle may publish it: whoever finds the tail at the start
+ * of a done claim moves the tail past it with a CAS (help()). Nobody ever
+ * waits for an unfinished claim: a handle whose claim is behind one
+ * returns at once, and the finisher of the earlier claim (or a recovery)
+ * carries the tail over it. A handle renames its record only once the
+ * tail has passed its last claim; until then a later call returns
+ * -EAGAIN after a short bounded spin. A survivor that is told a holder
+ * died finds the claim its record names, decides whether the dead holder
+ * won it (the head moved past x, the tail has not, and no other record
+ * shows x), and if its copy was not done finishes it - poison for a
+ * producer's claim, a copy to the recovering caller for a consumer's -
+ * marks it done and helps. docs/recovery.md has the argument in full.
  */
 #include <sched.h>
 #include <stdlib.h>
@@ -36,6 +46,14 @@
 #include "common/log_internal.h"
 #include "portal/ring.h"
 #include "ring/ring_internal.h"
+
+/* One side's claim state: its head and tail, and its records. */
+struct claim_side {
+	_Atomic uint64_t *head;
+	_Atomic uint64_t *tail;
+	struct portal_ring_claim *recs;
+	uint32_t nrec;
+};
 
 struct portal_ring {
 	struct portal_ring_hdr *hdr;
@@ -56,6 +74,9 @@ struct portal_ring {
 	struct portal_ring_claim *rec; /* ours, or NULL */
 	int rec_slot;            /* its number on our side, or -1 */
 	uint64_t rec_count;      /* count last stored in it */
+	uint64_t rec_end;        /* end of our last done claim */
+	bool rec_pending;        /* ... and the tail may not have passed it */
+	struct claim_side own;   /* our side, when we hold a record */
 	uint64_t poison;         /* pattern of a recovered slot */
 	struct portal_ring_stats st;
 };
@@ -156,29 +177,77 @@ static int quarantine(portal_ring_t *r, const char *why, uint64_t seen)
 	return PORTAL_EPROTO;
 }
 
-/* Take claim record SLOT (or the first free one) of COUNT records at RECS. */
-static int claim_take(struct portal_ring_claim *recs, uint32_t count, int slot, uint64_t owner,
+/* Side ROLE's head, tail and records. -EINVAL if it has no records. */
+static int claim_side(portal_ring_t *r, enum portal_ring_role role, struct claim_side *sd)
+{
+	if (role == PORTAL_ROLE_PRODUCER) {
+		sd->head = &r->hdr->prod_head;
+		sd->tail = &r->hdr->prod_tail;
+		sd->recs = r->claims;
+		sd->nrec = r->max_prod;
+	} else {
+		sd->head = &r->hdr->cons_head;
+		sd->tail = &r->hdr->cons_tail;
+		sd->recs = r->claims + r->max_prod;
+		sd->nrec = r->max_cons;
+	}
+	return sd->nrec ? 0 : -EINVAL;
+}
+
+static int retired_settle(portal_ring_t *r, const struct claim_side *sd,
+			  struct portal_ring_claim *c);
+
+/*
+ * Take claim record SLOT (or the first free one) of side SD for handle R:
+ * a FREE record, or else a RETIRED one whose last claim the tail has
+ * passed (judged under the RECOVERING lock, so it cannot change under us).
+ */
+static int claim_take(portal_ring_t *r, const struct claim_side *sd, int slot, uint64_t owner,
 		      int *taken)
 {
-	uint32_t i, lo = 0, hi = count;
+	uint32_t i, pass, lo = 0, hi = sd->nrec;
 
 	if (slot != PORTAL_RING_CLAIM_ANY) {
-		if (slot < 0 || (uint32_t)slot >= count)
+		if (slot < 0 || (uint32_t)slot >= sd->nrec)
 			return -EINVAL;
 		lo = (uint32_t)slot;
 		hi = lo + 1;
 	}
-	for (i = lo; i < hi; i++) {
-		uint32_t st = PORTAL_CLAIM_FREE;
+	for (pass = 0; pass < 2; pass++) {
+		for (i = lo; i < hi; i++) {
+			struct portal_ring_claim *c = &sd->recs[i];
+			uint32_t want = pass ? PORTAL_CLAIM_RETIRED : PORTAL_CLAIM_FREE;
+			uint32_t st = want;
+			int rc;
 
-		/* Acquire: pairs with the release that freed it (detach,
-		 * recovery), so the holder before us is finished with it. */
-		if (atomic_compare_exchange_strong_explicit(&recs[i].state, &st, PORTAL_CLAIM_HELD,
-							    memory_order_acquire,
-							    memory_order_relaxed)) {
+			/* Acquire: pairs with the release that freed or retired
+			 * it (detach, recovery), so the holder before us is
+			 * finished with it and its record is visible. */
+			if (!atomic_compare_exchange_strong_explicit(
+				    &c->state, &st,
+				    pass ? PORTAL_CLAIM_RECOVERING : PORTAL_CLAIM_HELD,
+				    memory_order_acquire, memory_order_relaxed))
+				continue;
+			if (pass) {
+				rc = retired_settle(r, sd, c);
+				if (rc <= 0) {
+					/* Release: back as we found it (our help
+					 * included); pairs with the next locker. */
+					atomic_store_explicit(&c->state, PORTAL_CLAIM_RETIRED,
+							      memory_order_release);
+					if (rc < 0)
+						return rc;
+					continue;
+				}
+			}
 			/* Relaxed: a tag for find_claims; no claim yet (count 0). */
-			atomic_store_explicit(&recs[i].owner, owner, memory_order_relaxed);
-			atomic_store_explicit(&recs[i].count, 0, memory_order_relaxed);
+			atomic_store_explicit(&c->owner, owner, memory_order_relaxed);
+			atomic_store_explicit(&c->count, 0, memory_order_relaxed);
+			if (pass)
+				/* Release: ours now; pairs with the acquire of a
+				 * later locker (recovery). */
+				atomic_store_explicit(&c->state, PORTAL_CLAIM_HELD,
+						      memory_order_release);
 			*taken = (int)i;
 			return 0;
 		}
@@ -249,15 +318,13 @@ int portal_ring_attach_claim(void *mem, size_t len, enum portal_ring_role role, 
 	/* A multi-side handle of a side with records must hold one. */
 	nrec = role == PORTAL_ROLE_PRODUCER ? r->max_prod : r->max_cons;
 	if (nrec) {
-		struct portal_ring_claim *recs =
-			role == PORTAL_ROLE_PRODUCER ? r->claims : r->claims + r->max_prod;
-
-		rc = claim_take(recs, nrec, slot, owner, &r->rec_slot);
+		claim_side(r, role, &r->own);
+		rc = claim_take(r, &r->own, slot, owner, &r->rec_slot);
 		if (rc) {
 			free(r);
 			return rc;
 		}
-		r->rec = &recs[r->rec_slot];
+		r->rec = &r->own.recs[r->rec_slot];
 	}
 	*out = r;
 	return 0;
@@ -269,18 +336,26 @@ int portal_ring_attach(void *mem, size_t len, enum portal_ring_role role, portal
 					out);
 }
 
+static int rec_prev_wait(portal_ring_t *r);
+
 void portal_ring_detach(portal_ring_t *r)
 {
 	uint32_t st = PORTAL_CLAIM_HELD;
+	uint32_t to = PORTAL_CLAIM_FREE;
 
 	if (r && r->rec) {
-		/* Relaxed: no claim; the release below publishes it. */
-		atomic_store_explicit(&r->rec->count, 0, memory_order_relaxed);
-		/* Release: our last use of the record, then FREE; pairs with
-		 * the acquire in claim_take. A CAS, so a record that a
-		 * mistaken recovery already freed (and someone took) stays
-		 * theirs. */
-		atomic_compare_exchange_strong_explicit(&r->rec->state, &st, PORTAL_CLAIM_FREE,
+		/* Our last claim must stay readable until the tail has passed
+		 * it: help a little, and if an earlier claim is still open,
+		 * retire the record rather than wait (an attach reclaims it). */
+		if (r->rec_pending && rec_prev_wait(r))
+			to = PORTAL_CLAIM_RETIRED;
+		else
+			/* Relaxed: no claim; the release below publishes it. */
+			atomic_store_explicit(&r->rec->count, 0, memory_order_relaxed);
+		/* Release: our last use of the record, then FREE (or RETIRED);
+		 * pairs with the acquire in claim_take. A CAS, so a record
+		 * that a mistaken recovery already took stays theirs. */
+		atomic_compare_exchange_strong_explicit(&r->rec->state, &st, to,
 							memory_order_release, memory_order_relaxed);
 	}
 	free(r);
@@ -477,7 +552,8 @@ static int publish_in_order(_Atomic uint64_t *tail, uint64_t old, uint64_t new_p
 	return 0;
 }
 
-/* Our claim was recovered while we were alive: stop using this handle. */
+/* Our claim was recovered, or our record taken, while we were alive: stop
+ * using this handle (and its record, which is no longer ours). */
 static int claim_lost(portal_ring_t *r)
 {
 	portal_log(PORTAL_LOG_ERROR, "ring %p: our claim was recovered by another party",
@@ -487,6 +563,179 @@ static int claim_lost(portal_ring_t *r)
 	r->quarantined = true;
 	r->qerr = -EOWNERDEAD;
 	return -EOWNERDEAD;
+}
+
+/* ---- recoverable sides: done marks and helping ---- */
+
+void (*ring_test_hook_before_done)(portal_ring_t *r, uint64_t head, unsigned n);
+
+/*
+ * Bound on the wait of a handle whose last claim is done but not yet
+ * published (an earlier claim of another handle is open): about 128
+ * spins and 4 yields, then -EAGAIN. It never sleeps.
+ */
+#define PREV_WAITS (BACKOFF_SPINS + 4u)
+
+/*
+ * The done claim that starts at T on side SD: 1 with *NP its count, or 0.
+ * A record shows one iff count > 0 and done == head + count; its holder
+ * renames it only after the tail has passed it (rec_prev_wait), and every
+ * earlier done value of the record is at most its head, so a torn read of
+ * a record being renamed never passes the test for a claim at T that is
+ * still unpublished. Only the CAS in help() acts on the answer.
+ */
+static int find_done(portal_ring_t *r, const struct claim_side *sd, uint64_t t, uint64_t *np)
+{
+	uint32_t i;
+
+	for (i = 0; i < sd->nrec; i++) {
+		struct portal_ring_claim *c = &sd->recs[i];
+		/* H1: pairs with D1 (the done mark, by the holder or by a
+		 * recovery): their copy of the slots, then our publish P1.
+		 * seq_cst: against D1 then S1 in the finisher (a store-load
+		 * pair on each side): if it did not see the tail at its claim,
+		 * we see its mark. Read first, so head and count below are
+		 * the holder's for this mark. */
+		uint64_t e = atomic_load_explicit(&c->done, memory_order_seq_cst);
+		uint64_t x, n;
+
+		/* t < e <= t + capacity, else not a claim at t. */
+		if (e - t - 1 >= r->capacity)
+			continue;
+		/* Relaxed: stored before D1, which H1 read. */
+		x = atomic_load_explicit(&c->head, memory_order_relaxed);
+		n = atomic_load_explicit(&c->count, memory_order_relaxed);
+		if (x != t || n == 0 || x + n != e)
+			continue;
+		*np = n;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * Publish done claims: from *TP, a value of SD's tail, while the claim at
+ * the tail is done (anyone's), move the tail past it with a CAS. Stops
+ * when nothing more is claimed, when the claim at the tail is not done,
+ * or when a CAS fails (whoever moved the tail goes on from there). *TP:
+ * the tail as last seen. Returns 0, or PORTAL_EPROTO (a done claim beyond
+ * its side's head: a corrupt record). Every step publishes a claim; it
+ * never waits for one.
+ */
+static int help(portal_ring_t *r, const struct claim_side *sd, uint64_t *tp)
+{
+	uint64_t t = *tp, n, h;
+	int rc = 0;
+
+	for (;;) {
+		/* H0: nothing claimed at or past the tail: stop. seq_cst: after
+		 * our P1 (or S1), against a claimant's C1/C2 then S1: if we
+		 * read the head before its claim, it reads our tail. */
+		h = atomic_load_explicit(sd->head, memory_order_seq_cst);
+		if (h == t || find_done(r, sd, t, &n) <= 0)
+			break;
+		if ((int64_t)(h - (t + n)) < 0) {
+			/* Acquire: a head read after H1 covers that claim's CAS. */
+			h = atomic_load_explicit(sd->head, memory_order_acquire);
+			if (PORTAL_NEVER((int64_t)(h - (t + n)) < 0)) {
+				rc = quarantine(r, "done claim beyond its side's head", t + n);
+				break;
+			}
+		}
+		/* P1: the claim's copy (ordered before by H1), then the tail;
+		 * pairs with A1/A2 on the other side, A5 of the claim's holder
+		 * and H1/H0 of other helpers. Tails of a recoverable side move
+		 * only by this CAS, so every later value is in its release
+		 * sequence. Acquire on failure: the new tail is someone's P1. */
+		if (!atomic_compare_exchange_strong_explicit(sd->tail, &t, t + n,
+							     memory_order_seq_cst,
+							     memory_order_acquire))
+			break;
+		t += n;
+	}
+	*tp = t;
+	return rc;
+}
+
+/*
+ * Our claim [X, X+N) is copied: mark it done, publish it if the tail is at
+ * X, and help past it. If an earlier claim is still open we return at once
+ * and whoever finishes it publishes ours. Returns 0, -EOWNERDEAD (a
+ * recovery took our claim), or PORTAL_EPROTO (a corrupt record met while
+ * helping: the handle is quarantined, our claim is done all the same).
+ */
+static int rec_finish(portal_ring_t *r, uint64_t x, unsigned n)
+{
+	uint64_t t = x;
+	int rc = 0;
+
+	if (unlikely(ring_test_hook_before_done))
+		ring_test_hook_before_done(r, x, n);
+	/* D1: our copy in (slot writes) or out (slot reads), then the mark;
+	 * pairs with H1 in whoever publishes it, and through its P1 with
+	 * A1/A2 of the other side. seq_cst (an exchange): then S1. */
+	atomic_exchange_explicit(&r->rec->done, x + n, memory_order_seq_cst);
+	/* Relaxed: a recovery that took our claim (believing us dead) has
+	 * locked the record before it read the claim; best effort. */
+	if (unlikely(atomic_load_explicit(&r->rec->state, memory_order_relaxed) !=
+		     PORTAL_CLAIM_HELD))
+		return claim_lost(r);
+	r->rec_end = x + n;
+	/* S1: the tail at our claim? Then publish it ourselves (P1). A seq_cst
+	 * CAS: as a load on failure it is the other half of H1's pair. */
+	if (atomic_compare_exchange_strong_explicit(r->own.tail, &t, x + n, memory_order_seq_cst,
+						    memory_order_seq_cst)) {
+		t = x + n;
+		rc = help(r, &r->own, &t);
+	}
+	/* Not before X: someone published us already (t past X), or an
+	 * earlier claim is open (t before X) and its finisher will. */
+	r->rec_pending = (int64_t)(t - (x + n)) < 0;
+	return rc;
+}
+
+/*
+ * Before a new claim: wait (bounded, no sleeping) until the tail has passed
+ * our last done claim, helping it along. 0, -EAGAIN (an earlier claim of
+ * another handle is not finished yet), or PORTAL_EPROTO.
+ */
+static int rec_prev_wait(portal_ring_t *r)
+{
+	unsigned waits = 0;
+	uint64_t t;
+	int rc;
+
+	for (;;) {
+		/* A5: the tail past our claim, then we may rename our record;
+		 * pairs with the P1 that passed it (or one after it, in its
+		 * release sequence), so every helper's reads of our record
+		 * happen before our next record_claim. */
+		t = atomic_load_explicit(r->own.tail, memory_order_acquire);
+		if ((int64_t)(t - r->rec_end) < 0) {
+			rc = help(r, &r->own, &t);
+			if (rc)
+				return rc;
+		}
+		/* t is ours from P1 or a failed CAS (acquire): as A5. */
+		if ((int64_t)(t - r->rec_end) >= 0) {
+			r->rec_pending = false;
+			return 0;
+		}
+		if (!backoff(&waits, PREV_WAITS))
+			return -EAGAIN;
+	}
+}
+
+/* Start of a recoverable multi-side call: our record is still ours and
+ * our last claim is published. 0, -EAGAIN, -EOWNERDEAD, PORTAL_EPROTO. */
+static inline int rec_begin(portal_ring_t *r)
+{
+	/* Relaxed: while we hold the record only a recovery (a mistaken
+	 * one: we are alive) changes its state. */
+	if (unlikely(atomic_load_explicit(&r->rec->state, memory_order_relaxed) !=
+		     PORTAL_CLAIM_HELD))
+		return claim_lost(r);
+	return r->rec_pending ? rec_prev_wait(r) : 0;
 }
 
 /*
@@ -588,16 +837,18 @@ static inline void record_none(portal_ring_t *r)
 	r->rec_count = 0;
 }
 
-/* C1/C2: claim [HEAD, HEAD+N) of a side's head. Release on success when we
- * hold a record (pairs with A4 in recovery); otherwise the slots are ours
- * only after success and are published by R1/R2. Acquire on failure (and
- * so, as C11 wants, on success): orders the re-check of the new head's
- * tail after it; free on x86, where every CAS is a full barrier. */
+/* C1/C2: claim [HEAD, HEAD+N) of a side's head. When we hold a record:
+ * release on success (pairs with A4 in recovery), and seq_cst: against a
+ * helper's P1 then H0, with our S1 after it (help()). Otherwise the slots
+ * are ours only after success and are published by R1/R2. Acquire on
+ * failure (and so, as C11 wants, on success): orders the re-check of the
+ * new head's tail after it; free on x86, where every CAS is a full
+ * barrier. */
 static inline bool claim_cas(portal_ring_t *r, _Atomic uint64_t *h, uint64_t *head, unsigned n)
 {
 	if (r->rec)
 		return atomic_compare_exchange_weak_explicit(h, head, *head + n,
-							     memory_order_acq_rel,
+							     memory_order_seq_cst,
 							     memory_order_acquire);
 	return atomic_compare_exchange_weak_explicit(h, head, *head + n, memory_order_acquire,
 						     memory_order_acquire);
@@ -612,6 +863,11 @@ int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n)
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_PRODUCER, r->mode != PORTAL_RING_SPSC);
+	if (r->rec) {
+		rc = rec_begin(r);
+		if (rc)
+			return rc;
+	}
 	rc = load_claim_head(r, &r->hdr->prod_head, &r->hdr->prod_tail, &t1, &head);
 	if (rc)
 		return rc;
@@ -647,6 +903,14 @@ int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n)
 			goto fail;
 	}
 	copy_in(r, head, objs, n);
+	if (r->rec) {
+		/* Committed by the done mark: a quarantine met while helping
+		 * after it shows from the next call. */
+		if (unlikely(rec_finish(r, head, n) == -EOWNERDEAD))
+			return -EOWNERDEAD;
+		r->st.enqueued += n;
+		return (int)n;
+	}
 	if (unlikely(publish_in_order(&r->hdr->prod_tail, head, head + n)))
 		return claim_lost(r);
 	r->st.enqueued += n;
@@ -666,6 +930,11 @@ int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 	int rc;
 
 	CHECK_CALL(r, PORTAL_ROLE_CONSUMER, r->mode == PORTAL_RING_MPMC);
+	if (r->rec) {
+		rc = rec_begin(r);
+		if (rc)
+			return rc;
+	}
 	rc = load_claim_head(r, &r->hdr->cons_head, &r->hdr->cons_tail, &t1, &head);
 	if (rc)
 		return rc;
@@ -713,6 +982,14 @@ int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n)
 			goto fail;
 	}
 	copy_out(r, head, objs, n);
+	if (r->rec) {
+		/* Delivered by the done mark: a quarantine met while helping
+		 * after it shows from the next call. */
+		if (unlikely(rec_finish(r, head, n) == -EOWNERDEAD))
+			return -EOWNERDEAD;
+		r->st.dequeued += n;
+		return (int)n;
+	}
 	if (unlikely(publish_in_order(&r->hdr->cons_tail, head, head + n)))
 		return claim_lost(r);
 	r->st.dequeued += n;
@@ -836,45 +1113,22 @@ bool portal_ring_is_poison(const portal_ring_t *r, const void *slot)
 
 /* ---- crash recovery ---- */
 
-/* One side's claim state, for recovery. */
-struct claim_side {
-	_Atomic uint64_t *head;
-	_Atomic uint64_t *tail;
-	struct portal_ring_claim *recs;
-	uint32_t nrec;
-};
-
-static int claim_side(portal_ring_t *r, enum portal_ring_role role, struct claim_side *sd)
-{
-	if (role == PORTAL_ROLE_PRODUCER) {
-		sd->head = &r->hdr->prod_head;
-		sd->tail = &r->hdr->prod_tail;
-		sd->recs = r->claims;
-		sd->nrec = r->max_prod;
-	} else {
-		sd->head = &r->hdr->cons_head;
-		sd->tail = &r->hdr->cons_tail;
-		sd->recs = r->claims + r->max_prod;
-		sd->nrec = r->max_cons;
-	}
-	return sd->nrec ? 0 : -EINVAL;
-}
-
 /*
  * Find what the dead holder of record SLOT still holds. Returns 1 with
- * [*X, *X + *N) its claim, claimed and not published; 0 if it holds
- * nothing (its last CAS failed or never ran, or it published); -EAGAIN if
- * another record still names the same position after a bounded wait; or
- * PORTAL_EPROTO.
+ * [*X, *X + *N) its claim, won and not done; 2 with [*X, *X + *N) its claim,
+ * done (by the holder before it died) and perhaps not yet published; 0 if
+ * it holds nothing (its last CAS failed or never ran, or it lost to a
+ * claim that is done or published); -EAGAIN if another record still names
+ * the same position, not done, after a bounded wait; or PORTAL_EPROTO.
  *
  * Why 1 is right: X was a value of the head (the holder read it there).
  * Whoever won the claim at X named X in its record before its CAS, and
- * renames its record only in a later call, after publishing past X. We
+ * renames its record only in a later call, after the tail has passed X. We
  * read the head (acquire) past X, so that winner's record is visible;
  * then every record; then the tail. If the tail is still at or before X,
- * the winner had not published when we read the tail, so its record
- * showed X when we read it: if the dead holder's is the only one, the
- * dead holder won.
+ * the winner's claim was not published when we read the tail, so its
+ * record showed X when we read it: if the dead holder's is the only one,
+ * the dead holder won. A done mark shows the winner directly.
  */
 static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t slot, uint64_t *xo,
 		      uint32_t *no)
@@ -884,11 +1138,20 @@ static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t sl
 	 * with its release in record_claim. */
 	uint64_t x = atomic_load_explicit(&d->head, memory_order_acquire);
 	uint64_t n = atomic_load_explicit(&d->count, memory_order_relaxed);
+	/* Acquire: pairs with its D1, so its copy is complete for us. */
+	uint64_t e = atomic_load_explicit(&d->done, memory_order_acquire);
 	unsigned waits = 0;
 	uint32_t i;
 
 	if (n == 0)
 		return 0;
+	*xo = x;
+	*no = (uint32_t)n;
+	if (x + n == e) {
+		if (PORTAL_NEVER(n > r->capacity))
+			return quarantine(r, "dead claim out of range", x);
+		return 2; /* done: only a done claim has done == head + count */
+	}
 	for (;;) {
 		/* A4: pairs with the release of the winning claim CAS C1/C2
 		 * (and the release sequence of the CASes after it). */
@@ -900,6 +1163,7 @@ static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t sl
 			return 0; /* nobody has claimed at x: its CAS never ran */
 		for (i = 0; i < sd->nrec; i++) {
 			struct portal_ring_claim *c = &sd->recs[i];
+			uint64_t cn;
 
 			/* Relaxed: FREE records hold no claim (freed only once
 			 * published); a record taken after our head read
@@ -908,20 +1172,24 @@ static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t sl
 			    atomic_load_explicit(&c->state, memory_order_relaxed) == PORTAL_CLAIM_FREE)
 				continue;
 			/* Acquire: orders the tail read below after it. */
-			if (atomic_load_explicit(&c->head, memory_order_acquire) == x &&
-			    atomic_load_explicit(&c->count, memory_order_relaxed) != 0)
+			if (atomic_load_explicit(&c->head, memory_order_acquire) != x)
+				continue;
+			cn = atomic_load_explicit(&c->count, memory_order_relaxed);
+			/* Relaxed: a done mark at x + count is the winner's;
+			 * it need not be ordered (we touch nothing of it). */
+			if (cn && atomic_load_explicit(&c->done, memory_order_relaxed) == x + cn)
+				return 0; /* the other one won x and is done */
+			if (cn)
 				dup = true;
 		}
 		/* Acquire: after the records. */
 		t = atomic_load_explicit(sd->tail, memory_order_acquire);
 		if ((int64_t)(t - x) > 0)
-			return 0; /* published: by the holder, or not its claim */
+			return 0; /* published: not the dead holder's claim */
 		if (!dup) {
 			if (PORTAL_NEVER(n > r->capacity || (int64_t)(h - x) < (int64_t)n ||
 					 x + n - t > r->capacity))
 				return quarantine(r, "dead claim out of range", x);
-			*xo = x;
-			*no = (uint32_t)n;
 			return 1;
 		}
 		if (!backoff(&waits, RECOVER_WAITS))
@@ -929,64 +1197,144 @@ static int judge_dead(portal_ring_t *r, const struct claim_side *sd, uint32_t sl
 	}
 }
 
-/* Wait (bounded) for the claims before X to be published. 0 or -EAGAIN. */
-static int publish_dead_wait(_Atomic uint64_t *tail, uint64_t x)
+/*
+ * The done claim ending at END: publish what can be published now (no
+ * waiting) and say whether the tail has passed END: 1 yes, 0 no (an
+ * earlier claim is open; its finisher or its recovery will publish this
+ * one), or PORTAL_EPROTO.
+ */
+static int settle(portal_ring_t *r, const struct claim_side *sd, uint64_t end)
 {
-	unsigned waits = 0;
+	/* S1 (recovery): after our D1 for the dead holder, as in
+	 * rec_finish: if the finisher of the claim before did not see our
+	 * mark, we see its tail. Acquire for A5: the record is reused after. */
+	uint64_t t = atomic_load_explicit(sd->tail, memory_order_seq_cst);
+	int rc = 0;
 
-	/* Acquire: as A3. */
-	while (atomic_load_explicit(tail, memory_order_acquire) != x)
-		if (!backoff(&waits, RECOVER_WAITS))
-			return -EAGAIN;
-	return 0;
+	if ((int64_t)(t - end) < 0)
+		rc = help(r, sd, &t);
+	if (rc)
+		return rc;
+	if ((int64_t)(t - end) < 0)
+		/* help() stopped on a lost CAS: look once more (A5). */
+		t = atomic_load_explicit(sd->tail, memory_order_acquire);
+	return (int64_t)(t - end) >= 0;
 }
 
-/* Wait (bounded) for the claims before [X, X + N) to be published, then
- * publish it. 0 or -EAGAIN. */
-static int publish_dead(_Atomic uint64_t *tail, uint64_t x, uint32_t n)
+/* A RETIRED record C, locked: can it be reused (1: no claim, or its last
+ * claim is published, after helping), or not yet (0), or PORTAL_EPROTO. */
+static int retired_settle(portal_ring_t *r, const struct claim_side *sd,
+			  struct portal_ring_claim *c)
 {
-	unsigned waits = 0;
-	uint64_t t;
+	/* Relaxed: the lock's acquire ordered them after the release that
+	 * retired the record. */
+	uint64_t x = atomic_load_explicit(&c->head, memory_order_relaxed);
+	uint64_t n = atomic_load_explicit(&c->count, memory_order_relaxed);
+	uint64_t e = atomic_load_explicit(&c->done, memory_order_relaxed);
 
-	/* A3 again: the earlier claims, then ours. */
-	while ((t = atomic_load_explicit(tail, memory_order_acquire)) != x) {
-		if (PORTAL_NEVER((int64_t)(t - x) > 0))
-			return 0; /* cannot happen: we hold the record */
-		if (!backoff(&waits, RECOVER_WAITS))
-			return -EAGAIN;
-	}
-	/* R4/R5: the poison written (R4, producer side) or the elements
-	 * copied out (R5, consumer side), then the tail; pairs with A1/A2 and
-	 * A3. A CAS: nobody else may publish from x, and this says so. */
-	if (PORTAL_NEVER(!atomic_compare_exchange_strong_explicit(tail, &t, x + n,
-								  memory_order_release,
-								  memory_order_relaxed)))
-		return -EAGAIN;
-	return 0;
+	if (n == 0)
+		return 1;
+	if (PORTAL_NEVER(x + n != e))
+		return 0; /* retired with a claim not done: keep it out of use */
+	return settle(r, sd, e);
 }
 
-/* Lock record SLOT for recovery: 1 locked, 0 free (nothing to do), -EBUSY. */
+/* Lock record SLOT for recovery: 1 locked (HELD), 2 locked (RETIRED: its
+ * holder is gone, its done claim may wait to be published), 0 free
+ * (nothing to do), -EBUSY. */
 static int recover_lock(struct portal_ring_claim *c)
 {
 	uint32_t st = PORTAL_CLAIM_HELD;
 
-	/* Acquire: pairs with a previous recovery's release. */
+	/* Acquire: pairs with a previous recovery's, detach's or holder's
+	 * release. */
 	if (atomic_compare_exchange_strong_explicit(&c->state, &st, PORTAL_CLAIM_RECOVERING,
 						    memory_order_acquire, memory_order_relaxed))
 		return 1;
+	if (st == PORTAL_CLAIM_RETIRED &&
+	    atomic_compare_exchange_strong_explicit(&c->state, &st, PORTAL_CLAIM_RECOVERING,
+						    memory_order_acquire, memory_order_relaxed))
+		return 2;
 	return st == PORTAL_CLAIM_FREE ? 0 : -EBUSY;
 }
 
-/* Unlock: DONE frees the record (no claim left), else it stays HELD. */
-static void recover_unlock(struct portal_ring_claim *c, bool done)
+/* Unlock to TO: FREE (no claim left: count 0), RETIRED (a done claim waits
+ * to be published: helpers may still read it) or HELD (unchanged). */
+static void recover_unlock(struct portal_ring_claim *c, uint32_t to)
 {
-	if (done)
+	if (to == PORTAL_CLAIM_FREE)
 		/* Relaxed: published by the release below. */
 		atomic_store_explicit(&c->count, 0, memory_order_relaxed);
-	/* Release: our writes (poison, tail, count), then the state; pairs
-	 * with the acquire in claim_take and recover_lock. */
-	atomic_store_explicit(&c->state, done ? PORTAL_CLAIM_FREE : PORTAL_CLAIM_HELD,
-			      memory_order_release);
+	/* Release: our writes (poison, done mark, count), then the state;
+	 * pairs with the acquire in claim_take and recover_lock. */
+	atomic_store_explicit(&c->state, to, memory_order_release);
+}
+
+/* After a recovery has left a done claim ending at END in record C: help,
+ * then unlock to FREE if it is published, else RETIRED. 0 or PORTAL_EPROTO. */
+static int recover_settle(portal_ring_t *r, const struct claim_side *sd,
+			  struct portal_ring_claim *c, uint64_t end)
+{
+	int rc = settle(r, sd, end);
+
+	recover_unlock(c, rc == 1 ? PORTAL_CLAIM_FREE : PORTAL_CLAIM_RETIRED);
+	return rc < 0 ? rc : 0;
+}
+
+/* Mark the dead holder's claim [X, X+N) in C done, for it. */
+static void mark_done_for(struct portal_ring_claim *c, uint64_t x, uint32_t n)
+{
+	/* D1 (recovery): the poison written (producer side) or the elements
+	 * copied out (consumer side), then the mark; pairs with H1, and is
+	 * seq_cst for S1 in settle(). */
+	atomic_exchange_explicit(&c->done, x + n, memory_order_seq_cst);
+}
+
+/*
+ * Recover record SLOT of side SD: lock it, judge it, and for a claim won
+ * and not done call FINISH (poison, or copy out; it may refuse with a
+ * negative code, which leaves everything unchanged), mark it done and
+ * settle. Returns what FINISH returned (n), 0, or an error.
+ */
+static int recover_slot(portal_ring_t *r, const struct claim_side *sd, unsigned slot,
+			int (*finish)(portal_ring_t *r, uint64_t x, uint32_t n, void *arg), void *arg)
+{
+	struct portal_ring_claim *c = &sd->recs[slot];
+	uint64_t x = 0;
+	uint32_t n = 0;
+	int rc, got;
+
+	rc = recover_lock(c);
+	if (rc <= 0)
+		return rc;
+	if (rc == 2) {
+		/* Retired: help its done claim along; free it once published. */
+		rc = retired_settle(r, sd, c);
+		recover_unlock(c, rc == 1 ? PORTAL_CLAIM_FREE : PORTAL_CLAIM_RETIRED);
+		return rc < 0 ? rc : 0;
+	}
+	rc = judge_dead(r, sd, slot, &x, &n);
+	if (rc == 0) {
+		recover_unlock(c, PORTAL_CLAIM_FREE);
+		return 0;
+	}
+	if (rc < 0) {
+		recover_unlock(c, PORTAL_CLAIM_HELD);
+		return rc;
+	}
+	got = 0;
+	if (rc == 1) {
+		got = finish(r, x, n, arg);
+		if (got < 0) {
+			recover_unlock(c, PORTAL_CLAIM_HELD);
+			return got;
+		}
+		mark_done_for(c, x, n);
+		r->st.recovered += n;
+	}
+	/* Done (by the holder, or by us just now): publish it when we can. */
+	rc = recover_settle(r, sd, c, x + n);
+	return rc < 0 ? rc : got;
 }
 
 static void fill_poison(portal_ring_t *r, uint64_t x, uint32_t n)
@@ -1001,77 +1349,57 @@ static void fill_poison(portal_ring_t *r, uint64_t x, uint32_t n)
 	}
 }
 
+/* The slots are the dead producer's until its claim is marked done: the
+ * consumers stop at prod_tail <= x. Idempotent. */
+static int finish_poison(portal_ring_t *r, uint64_t x, uint32_t n, void *arg)
+{
+	(void)arg;
+	fill_poison(r, x, n);
+	portal_log(PORTAL_LOG_WARN, "ring %p: dead producer: %u slots at %llu poisoned",
+		   (void *)r->hdr, n, (unsigned long long)x);
+	return (int)n;
+}
+
+struct copy_arg {
+	void *objs;
+	unsigned max;
+};
+
+/* The slots stay as the dead consumer found them while cons_tail <= x:
+ * producers wait for the tail, which waits for our done mark. */
+static int finish_copy(portal_ring_t *r, uint64_t x, uint32_t n, void *arg)
+{
+	struct copy_arg *a = arg;
+
+	if (n > a->max)
+		return -EMSGSIZE;
+	copy_out(r, x, a->objs, n);
+	portal_log(PORTAL_LOG_WARN, "ring %p: dead consumer: %u elements at %llu re-delivered",
+		   (void *)r->hdr, n, (unsigned long long)x);
+	return (int)n;
+}
+
 int portal_ring_recover_producer(portal_ring_t *r, unsigned slot)
 {
 	struct claim_side sd;
-	uint64_t x = 0;
-	uint32_t n = 0;
-	int rc;
 
 	if (!r || claim_side(r, PORTAL_ROLE_PRODUCER, &sd) || slot >= sd.nrec)
 		return -EINVAL;
 	if (r->quarantined)
 		return r->qerr;
-	rc = recover_lock(&sd.recs[slot]);
-	if (rc <= 0)
-		return rc;
-	rc = judge_dead(r, &sd, slot, &x, &n);
-	if (rc == 1) {
-		/* The slots are the dead producer's until we publish them:
-		 * the consumers stop at prod_tail <= x. Idempotent. */
-		fill_poison(r, x, n);
-		rc = publish_dead(sd.tail, x, n);
-		if (rc == 0) {
-			r->st.recovered += n;
-			rc = (int)n;
-			portal_log(PORTAL_LOG_WARN,
-				   "ring %p: dead producer %u: %u slots at %llu poisoned",
-				   (void *)r->hdr, slot, n, (unsigned long long)x);
-		}
-	}
-	recover_unlock(&sd.recs[slot], rc >= 0);
-	return rc;
+	return recover_slot(r, &sd, slot, finish_poison, NULL);
 }
 
 int portal_ring_recover_consumer(portal_ring_t *r, unsigned slot, void *objs, unsigned max)
 {
 	struct claim_side sd;
-	uint64_t x = 0;
-	uint32_t n = 0;
-	int rc;
+	struct copy_arg a = { objs, max };
 
 	if (!r || (!objs && max) || claim_side(r, PORTAL_ROLE_CONSUMER, &sd) || slot >= sd.nrec)
 		return -EINVAL;
 	if (r->quarantined)
 		return r->qerr;
-	rc = recover_lock(&sd.recs[slot]);
-	if (rc <= 0)
-		return rc;
-	rc = judge_dead(r, &sd, slot, &x, &n);
-	if (rc == 1) {
-		if (n > max) {
-			rc = -EMSGSIZE;
-		} else {
-			/* Wait for our turn first: the elements count as
-			 * delivered only once published, in this call. */
-			rc = publish_dead_wait(sd.tail, x);
-			if (rc == 0) {
-				/* The slots stay as the dead consumer found them
-				 * while cons_tail <= x. */
-				copy_out(r, x, objs, n);
-				rc = publish_dead(sd.tail, x, n);
-			}
-			if (rc == 0) {
-				r->st.recovered += n;
-				rc = (int)n;
-				portal_log(PORTAL_LOG_WARN,
-					   "ring %p: dead consumer %u: %u elements at %llu re-delivered",
-					   (void *)r->hdr, slot, n, (unsigned long long)x);
-			}
-		}
-	}
-	recover_unlock(&sd.recs[slot], rc >= 0);
-	return rc;
+	return recover_slot(r, &sd, slot, finish_copy, &a);
 }
 
 int portal_ring_find_claims(portal_ring_t *r, enum portal_ring_role role, uint64_t owner,

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "portal/region.h"
+#include "portal/ring.h"
 
 static inline bool ring_is_pow2(uint64_t v)
 {
@@ -21,5 +22,11 @@ int ring_region_place(portal_region_t *reg, const char *name, uint32_t kind, siz
 /* Find NAME of KIND in a region; *mem and *len describe the object. */
 int ring_region_find(portal_region_t *reg, const char *name, uint32_t kind, void **mem,
 		     size_t *len);
+
+/* Test hook (ring/ring_test.c): if set, a recoverable multi-producer
+ * enqueue or multi-consumer dequeue calls it between its copy of the
+ * claim [HEAD, HEAD + N) and its done mark, so that a test can hold a
+ * claim open and run other handles meanwhile. NULL otherwise. */
+extern void (*ring_test_hook_before_done)(portal_ring_t *r, uint64_t head, unsigned n);
 
 #endif

@@ -23,6 +23,7 @@
 
 #include "portal/region.h"
 #include "portal/ring.h"
+#include "ring/ring_internal.h"
 
 #define BIT63 (UINT64_C(1) << 63)
 
@@ -995,6 +996,8 @@ struct mt {
 	struct tu_err err;
 	uint64_t enq_total, deq_total;
 	pthread_mutex_t lock;
+	bool rec;                   /* recoverable: -EAGAIN means try again */
+	atomic_uint_fast64_t eagain; /* ... and how often it came */
 };
 
 struct mt_arg {
@@ -1036,6 +1039,11 @@ static void *mt_producer(void *arg)
 		for (unsigned i = 0; i < n; i++)
 			tu_stamp(buf + (size_t)i * slot, slot, tu_tag(a->id, seq + i));
 		rc = portal_ring_enqueue_burst(r, buf, n);
+		if (rc == -EAGAIN && m->rec) {
+			/* An earlier claim of another handle is open. */
+			atomic_fetch_add(&m->eagain, 1);
+			rc = 0;
+		}
 		if (rc < 0) {
 			tu_err_set(&m->err, "producer %u: enqueue got %d", a->id, rc);
 			break;
@@ -1087,6 +1095,10 @@ static void *mt_consumer(void *arg)
 		unsigned n = 1 + (unsigned)(atomic_load(&m->consumed) % 16);
 		int rc = portal_ring_dequeue_burst(r, buf, n);
 
+		if (rc == -EAGAIN && m->rec) {
+			atomic_fetch_add(&m->eagain, 1);
+			rc = 0;
+		}
 		if (rc < 0) {
 			tu_err_set(&m->err, "consumer %u: dequeue got %d", a->id, rc);
 			break;
@@ -1147,12 +1159,18 @@ struct mt_cfg {
 	struct cfg c;
 	unsigned producers, consumers;
 	uint32_t per_producer;
+	bool rec; /* recoverable: a claim record per handle, helping */
 };
 
 static void t_mt(void **state)
 {
 	const struct mt_cfg *mc = *state;
 	struct portal_ring_params p = { mc->c.mode, mc->c.slot, mc->c.cap, 0 };
+	struct portal_ring_recovery_params rp = {
+		.max_producers = (uint16_t)mc->producers,
+		.max_consumers = mc->c.mode == PORTAL_RING_MPMC ? (uint16_t)mc->consumers : 0,
+	};
+	double t0 = now_s();
 	pthread_t th[8];
 	struct mt_arg args[8];
 	unsigned nth = 0;
@@ -1163,14 +1181,15 @@ static void t_mt(void **state)
 	m->producers = mc->producers;
 	m->consumers = mc->consumers;
 	m->per_producer = mc->per_producer;
-	m->len = portal_ring_memsize(&p);
+	m->rec = mc->rec;
+	m->len = portal_ring_memsize_recoverable(&p, m->rec ? &rp : NULL);
 	m->mem = tu_mem_alloc(m->len);
 	m->words = (m->per_producer + 63) / 64;
 	m->seen = calloc(m->producers * m->words, sizeof(*m->seen));
 	pthread_mutex_init(&m->lock, NULL);
 	assert_non_null(m->mem);
 	assert_non_null(m->seen);
-	assert_int_equal(portal_ring_init(m->mem, m->len, &p), 0);
+	assert_int_equal(portal_ring_init_recoverable(m->mem, m->len, &p, m->rec ? &rp : NULL), 0);
 
 	for (unsigned i = 0; i < m->consumers; i++, nth++) {
 		args[nth] = (struct mt_arg){ m, i };
@@ -1193,6 +1212,33 @@ static void t_mt(void **state)
 	assert_int_equal(m->deq_total, m->enq_total);
 	assert_int_equal(atomic_load(&((struct portal_ring_hdr *)m->mem)->prod_tail), m->enq_total);
 	assert_int_equal(atomic_load(&((struct portal_ring_hdr *)m->mem)->cons_tail), m->enq_total);
+	if (m->rec) {
+		const struct portal_ring_claim *cl = (const void *)((uint8_t *)m->mem +
+			PORTAL_RING_HDR_SIZE + (size_t)m->c.cap * m->c.slot);
+		unsigned nrec = rp.max_producers + rp.max_consumers, retired = 0;
+		portal_ring_t *h[8];
+
+		/* Every record is free, or retired by a detach whose claim was
+		 * published later: an attach takes each back. */
+		for (unsigned i = 0; i < nrec; i++) {
+			uint32_t st = atomic_load(&cl[i].state);
+
+			assert_true(st == PORTAL_CLAIM_FREE || st == PORTAL_CLAIM_RETIRED);
+			retired += st == PORTAL_CLAIM_RETIRED;
+		}
+		for (unsigned i = 0; i < nrec; i++)
+			assert_int_equal(portal_ring_attach_claim(m->mem, m->len,
+					 i < rp.max_producers ? PORTAL_ROLE_PRODUCER
+							      : PORTAL_ROLE_CONSUMER,
+					 (int)(i < rp.max_producers ? i : i - rp.max_producers),
+					 7, &h[i]), 0);
+		for (unsigned i = 0; i < nrec; i++)
+			portal_ring_detach(h[i]);
+		printf("# mt %uP%uC recoverable: %llu elements in %.2f s, %llu -EAGAIN, "
+		       "%u records retired at the end\n", m->producers, m->consumers,
+		       (unsigned long long)m->enq_total, now_s() - t0,
+		       (unsigned long long)atomic_load(&m->eagain), retired);
+	}
 	pthread_mutex_destroy(&m->lock);
 	free(m->seen);
 	tu_mem_free_checked(m->mem, m->len);
@@ -1200,12 +1246,16 @@ static void t_mt(void **state)
 }
 
 static struct mt_cfg mt_cfgs[] = {
-	{ { PORTAL_RING_SPSC, 16, 64 }, 1, 1, 200000 },
-	{ { PORTAL_RING_SPSC, 256, 2 }, 1, 1, 20000 },
-	{ { PORTAL_RING_MPSC, 8, 64 }, 3, 1, 70000 },
-	{ { PORTAL_RING_MPSC, 128, 8 }, 2, 1, 30000 },
-	{ { PORTAL_RING_MPMC, 8, 64 }, 2, 2, 100000 },
-	{ { PORTAL_RING_MPMC, 64, 4 }, 2, 2, 30000 },
+	{ { PORTAL_RING_SPSC, 16, 64 }, 1, 1, 200000, false },
+	{ { PORTAL_RING_SPSC, 256, 2 }, 1, 1, 20000, false },
+	{ { PORTAL_RING_MPSC, 8, 64 }, 3, 1, 70000, false },
+	{ { PORTAL_RING_MPSC, 128, 8 }, 2, 1, 30000, false },
+	{ { PORTAL_RING_MPMC, 8, 64 }, 2, 2, 100000, false },
+	{ { PORTAL_RING_MPMC, 64, 4 }, 2, 2, 30000, false },
+	/* Recoverable: done marks and helping; 10^6 elements on MPMC. */
+	{ { PORTAL_RING_MPSC, 16, 64 }, 3, 1, 100000, true },
+	{ { PORTAL_RING_MPMC, 16, 64 }, 4, 2, 250000, true },
+	{ { PORTAL_RING_MPMC, 8, 4 }, 4, 2, 20000, true },
 };
 
 /* ------------------------------------------------------------------ */
@@ -1528,8 +1578,9 @@ static void t_recover_producer_no_claim(void **state)
 	rv_close(&v);
 }
 
-/* Two producers die with adjacent claims: the later one waits for the
- * earlier, whichever order they are recovered in. */
+/* Two producers die with adjacent claims, recovered in either order: the
+ * later one's poison is marked done at once and published (its record
+ * retired meanwhile) when the earlier one is recovered. */
 static void t_recover_producer_chain(void **state)
 {
 	portal_ring_t *c, *p0;
@@ -1544,11 +1595,17 @@ static void t_recover_producer_chain(void **state)
 	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD);
 	die_mid_claim(&v.claims[1], &v.hdr->prod_head, 2, true);
 	die_mid_claim(&v.claims[2], &v.hdr->prod_head, 3, true);
-	assert_int_equal(portal_ring_recover_producer(c, 2), -EAGAIN);
-	assert_int_equal(atomic_load(&v.hdr->prod_tail), 0);
-	assert_int_equal(portal_ring_recover_producer(c, 1), 2);
 	assert_int_equal(portal_ring_recover_producer(c, 2), 3);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), 0);
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_RETIRED);
+	assert_int_equal(portal_ring_recover_producer(c, 2), 0); /* still waiting */
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_RETIRED);
+	assert_int_equal(portal_ring_recover_producer(c, 1), 2);
 	assert_int_equal(atomic_load(&v.hdr->prod_tail), 5);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_FREE);
+	/* Published now: the next recovery (or an attach) frees the record. */
+	assert_int_equal(portal_ring_recover_producer(c, 2), 0);
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_FREE);
 	rv_put(p0, 0, 7);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(get_who(c, &seq), UINT32_MAX);
@@ -1615,6 +1672,394 @@ static void t_recover_consumer(void **state)
 	portal_ring_detach(c0);
 	rv_close(&v);
 }
+
+/* ------------------------------------------------------------------ */
+/* Done marks and helping (recoverable rings)                           */
+/* ------------------------------------------------------------------ */
+
+/* Far above the bound (about 128 spins and 4 yields), far below a hang. */
+#define HELP_BOUND_S 0.1
+
+/* Time one call: it must come back within HELP_BOUND_S. */
+#define TIMED(call)                                                          \
+	({                                                                   \
+		double t0_ = now_s();                                        \
+		int rc_ = (call);                                            \
+		double dt_ = now_s() - t0_;                                  \
+		if (dt_ > HELP_BOUND_S)                                      \
+			fail_msg("%s took %.3f s", #call, dt_);              \
+		rc_;                                                         \
+	})
+
+/* Mark the claim a dead handle's record names as done, as its holder
+ * would have after its copy. */
+static void mark_done(struct portal_ring_claim *rec)
+{
+	atomic_store(&rec->done, atomic_load(&rec->head) + atomic_load(&rec->count));
+}
+
+/* A producer dies inside its claim (not done): a live producer behind it
+ * is not held: its enqueue returns at once, its next one -EAGAIN within the
+ * bound; another dead producer's claim behind that one is done. After
+ * recovery every element arrives, in order, poison where the dead claim
+ * was. */
+static void t_help_dead_producer(void **state)
+{
+	uint32_t mode = *(const uint32_t *)*state;
+	portal_ring_t *p0, *c;
+	uint8_t b[RV_SLOT];
+	uint32_t seq;
+	uint64_t x;
+	struct rv v;
+
+	rv_open(&v, mode, RV_CAP, 3, mode == PORTAL_RING_MPMC ? 1 : 0, NULL);
+	p0 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	rv_put(p0, 0, 0);
+	atomic_store(&v.claims[1].state, PORTAL_CLAIM_HELD);
+	x = die_mid_claim(&v.claims[1], &v.hdr->prod_head, 2, true);
+	assert_int_equal(x, 1);
+	/* p0 claims [3, 4): done, committed, not yet published. */
+	tu_stamp(b, sizeof(b), tu_tag(0, 1));
+	assert_int_equal(TIMED(portal_ring_enqueue_burst(p0, b, 1)), 1);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), x);
+	/* Record 2 claims [4, 6), writes it, marks it done and dies. */
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD);
+	assert_int_equal(die_mid_claim(&v.claims[2], &v.hdr->prod_head, 2, true), 4);
+	for (uint32_t i = 0; i < 2; i++)
+		tu_stamp((uint8_t *)v.mem + PORTAL_RING_HDR_SIZE + (4 + i) * RV_SLOT, RV_SLOT,
+			 tu_tag(2, i));
+	mark_done(&v.claims[2]);
+	/* p0 may not rename its record yet: -EAGAIN, within the bound, again. */
+	tu_stamp(b, sizeof(b), tu_tag(0, 2));
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(TIMED(portal_ring_enqueue_burst(p0, b, 1)), -EAGAIN);
+	assert_int_equal(TIMED(portal_ring_enqueue(p0, b)), -EAGAIN);
+	/* The consumer sees only what is published. */
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(TIMED(portal_ring_dequeue(c, b)), -EAGAIN);
+	assert_int_equal(portal_ring_count(c), 0);
+	/* Record 2 is done: nothing to recover, its elements stay. */
+	assert_int_equal(TIMED(portal_ring_recover_producer(c, 2)), 0);
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_RETIRED);
+	/* Record 1: poisoned, marked done, and the tail goes past everything. */
+	assert_int_equal(TIMED(portal_ring_recover_producer(c, 1)), 2);
+	assert_int_equal(atomic_load(&v.hdr->prod_tail), 6);
+	assert_int_equal(atomic_load(&v.claims[1].state), PORTAL_CLAIM_FREE);
+	rv_put(p0, 0, 2);
+	assert_int_equal(get_who(c, &seq), UINT32_MAX);
+	assert_int_equal(get_who(c, &seq), UINT32_MAX);
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(seq, 1);
+	for (uint32_t i = 0; i < 2; i++) {
+		assert_int_equal(get_who(c, &seq), 2);
+		assert_int_equal(seq, i);
+	}
+	assert_int_equal(get_who(c, &seq), 0);
+	assert_int_equal(seq, 2);
+	assert_int_equal(portal_ring_dequeue(c, b), -EAGAIN);
+	/* The retired record comes back to an attach now. */
+	{
+		portal_ring_t *p2 = rv_attach(&v, PORTAL_ROLE_PRODUCER, 2);
+
+		rv_put(p2, 2, 2);
+		assert_int_equal(get_who(c, &seq), 2);
+		assert_int_equal(seq, 2);
+		portal_ring_detach(p2);
+	}
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_FREE);
+	portal_ring_detach(p0);
+	portal_ring_detach(c);
+	rv_close(&v);
+}
+
+/* An MPMC consumer dies inside its claim: a live consumer behind it takes
+ * the next element at once, then gets -EAGAIN within the bound until the
+ * claim is recovered; every element is returned once. */
+static void t_help_dead_consumer(void **state)
+{
+	portal_ring_t *p, *c0;
+	uint8_t out[RV_CAP * RV_SLOT];
+	uint8_t one[RV_SLOT];
+	uint32_t got[8], ngot = 0;
+	uint64_t tag = 0;
+	int n;
+	struct rv v;
+
+	(void)state;
+	rv_open(&v, PORTAL_RING_MPMC, RV_CAP, 1, 2, NULL);
+	p = rv_attach(&v, PORTAL_ROLE_PRODUCER, 0);
+	c0 = rv_attach(&v, PORTAL_ROLE_CONSUMER, 0);
+	for (uint32_t i = 0; i < 6; i++)
+		rv_put(p, 0, i);
+	assert_int_equal(portal_ring_dequeue(c0, one), 0);
+	assert_true(tu_check(one, RV_SLOT, &tag));
+	got[ngot++] = (uint32_t)tag;
+	/* Consumer record 1 claims [1, 3) and dies before its copy is done. */
+	atomic_store(&v.claims[2].state, PORTAL_CLAIM_HELD);
+	assert_int_equal(die_mid_claim(&v.claims[2], &v.hdr->cons_head, 2, true), 1);
+	assert_int_equal(TIMED(portal_ring_dequeue_burst(c0, one, 1)), 1);
+	assert_true(tu_check(one, RV_SLOT, &tag));
+	assert_int_equal((uint32_t)tag, 3);
+	got[ngot++] = (uint32_t)tag;
+	assert_int_equal(atomic_load(&v.hdr->cons_tail), 1);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(TIMED(portal_ring_dequeue_burst(c0, out, RV_CAP)), -EAGAIN);
+	/* The producer is not held: it has room and its side is clear. */
+	rv_put(p, 0, 6);
+	n = TIMED(portal_ring_recover_consumer(c0, 1, out, RV_CAP));
+	assert_int_equal(n, 2);
+	for (int i = 0; i < n; i++) {
+		assert_true(tu_check(out + i * RV_SLOT, RV_SLOT, &tag));
+		assert_int_equal((uint32_t)tag, 1 + i);
+	}
+	assert_int_equal(atomic_load(&v.hdr->cons_tail), 4);
+	assert_int_equal(atomic_load(&v.claims[2].state), PORTAL_CLAIM_FREE);
+	while ((n = portal_ring_dequeue_burst(c0, out, RV_CAP)) > 0)
+		for (int i = 0; i < n; i++) {
+			assert_true(tu_check(out + i * RV_SLOT, RV_SLOT, &tag));
+			got[ngot++] = (uint32_t)tag;
+		}
+	assert_int_equal(n, 0);
+	assert_int_equal(ngot, 5);
+	assert_int_equal(got[0], 0);
+	for (uint32_t i = 1; i < 5; i++)
+		assert_int_equal(got[i], 2 + i); /* 3 (above), then 4, 5, 6 */
+	assert_int_equal(atomic_load(&v.hdr->cons_tail), 7);
+	portal_ring_detach(p);
+	portal_ring_detach(c0);
+	rv_close(&v);
+}
+
+/*
+ * Helping across handles, in one thread through the test hook: handle i,
+ * between its copy and its done mark, runs the handles in inner[i] (each
+ * claims behind it, finishes and returns at once: the tail stays behind
+ * the open claim). When the first finishes last, its help publishes all.
+ */
+#define HK_N 4
+
+struct hook_case {
+	const char *name;
+	uint32_t role;
+	uint8_t inner[HK_N]; /* bit j: handle j runs inside handle i */
+	uint8_t outer;       /* handles called from the test, in order */
+};
+
+static struct {
+	struct rv *v;
+	portal_ring_t *h[HK_N];
+	const struct hook_case *hc;
+	bool fired[HK_N];
+	uint32_t order[HK_N]; /* consumers: who got which element */
+	unsigned calls;
+} hk;
+
+static void hk_run(unsigned i);
+
+static void hk_hook(portal_ring_t *r, uint64_t head, unsigned n)
+{
+	_Atomic uint64_t *tail = hk.hc->role == PORTAL_ROLE_PRODUCER ? &hk.v->hdr->prod_tail
+								      : &hk.v->hdr->cons_tail;
+
+	(void)n;
+	for (unsigned i = 0; i < HK_N; i++) {
+		if (hk.h[i] != r || hk.fired[i])
+			continue;
+		hk.fired[i] = true;
+		for (unsigned j = 0; j < HK_N; j++)
+			if (hk.hc->inner[i] & (1u << j)) {
+				hk_run(j);
+				/* Our claim is open: nothing past it is published. */
+				assert_true(atomic_load(tail) <= head);
+			}
+	}
+}
+
+/* Handle I moves one element: producer i puts (i, 0); consumer i takes. */
+static void hk_run(unsigned i)
+{
+	uint8_t b[RV_SLOT];
+	uint64_t tag = 0;
+
+	if (hk.hc->role == PORTAL_ROLE_PRODUCER) {
+		tu_stamp(b, sizeof(b), tu_tag(i, 0));
+		assert_int_equal(TIMED(portal_ring_enqueue_burst(hk.h[i], b, 1)), 1);
+		return;
+	}
+	assert_int_equal(TIMED(portal_ring_dequeue_burst(hk.h[i], b, 1)), 1);
+	assert_true(tu_check(b, RV_SLOT, &tag));
+	hk.order[(uint32_t)tag] = i;
+}
+
+static const struct hook_case hook_cases[] = {
+	/* 0 claims first and finishes last; 1, 2, 3 finish inside it. */
+	{ "first_last/producers", PORTAL_ROLE_PRODUCER, { 0xE, 0, 0, 0 }, 0x1 },
+	{ "first_last/consumers", PORTAL_ROLE_CONSUMER, { 0xE, 0, 0, 0 }, 0x1 },
+	/* Nested: 0 open, 1 open inside it, 2 and 3 done inside 1. */
+	{ "nested/producers", PORTAL_ROLE_PRODUCER, { 0x2, 0xC, 0, 0 }, 0x1 },
+	{ "nested/consumers", PORTAL_ROLE_CONSUMER, { 0x2, 0xC, 0, 0 }, 0x1 },
+	/* 0 published; 1 open with 2 and 3 done behind it. */
+	{ "middle_last/producers", PORTAL_ROLE_PRODUCER, { 0, 0xC, 0, 0 }, 0x3 },
+	{ "middle_last/consumers", PORTAL_ROLE_CONSUMER, { 0, 0xC, 0, 0 }, 0x3 },
+};
+
+static void t_help_chain(void **state)
+{
+	const struct hook_case *hc = *state;
+	bool prod = hc->role == PORTAL_ROLE_PRODUCER;
+	portal_ring_t *other;
+	uint32_t seq;
+	struct rv v;
+
+	rv_open(&v, PORTAL_RING_MPMC, RV_CAP, prod ? HK_N : 1, prod ? 1 : HK_N, NULL);
+	memset(&hk, 0, sizeof(hk));
+	hk.v = &v;
+	hk.hc = hc;
+	for (unsigned i = 0; i < HK_N; i++)
+		hk.h[i] = rv_attach(&v, (int)hc->role, (int)i);
+	other = rv_attach(&v, prod ? PORTAL_ROLE_CONSUMER : PORTAL_ROLE_PRODUCER, 0);
+	if (!prod)
+		for (uint32_t i = 0; i < HK_N; i++)
+			rv_put(other, 9, i);
+	ring_test_hook_before_done = hk_hook;
+	for (unsigned i = 0; i < HK_N; i++)
+		if (hc->outer & (1u << i))
+			hk_run(i);
+	ring_test_hook_before_done = NULL;
+	/* The last finisher published every claim, its own and the others'. */
+	assert_int_equal(atomic_load(prod ? &v.hdr->prod_tail : &v.hdr->cons_tail), HK_N);
+	for (unsigned i = 0; i < HK_N; i++)
+		assert_true(hk.fired[i]);
+	if (prod) {
+		/* Claim order: the outer handle first, then as they ran. */
+		uint32_t want[HK_N], k = 0;
+
+		for (unsigned i = 0; i < HK_N; i++)
+			if (hc->outer & (1u << i))
+				want[k++] = i; /* outer ones claim before their inner */
+		(void)want;
+		for (unsigned i = 0; i < HK_N; i++) {
+			uint32_t who = get_who(other, &seq);
+
+			assert_true(who < HK_N);
+			assert_int_equal(seq, 0);
+			hk.order[i] = who;
+		}
+	}
+	/* Every handle moved its element, each once, in claim order; the
+	 * claim order here is the handle order. */
+	for (unsigned i = 0; i < HK_N; i++)
+		assert_int_equal(hk.order[i], i);
+	/* Nothing is pending: every handle goes on at once. */
+	for (unsigned i = 0; i < HK_N; i++) {
+		uint8_t b[RV_SLOT];
+
+		if (prod) {
+			tu_stamp(b, sizeof(b), tu_tag(i, 1));
+			assert_int_equal(TIMED(portal_ring_enqueue_burst(hk.h[i], b, 1)), 1);
+		} else {
+			rv_put(other, 9, HK_N + i);
+			assert_int_equal(TIMED(portal_ring_dequeue_burst(hk.h[i], b, 1)), 1);
+		}
+	}
+	assert_int_equal(atomic_load(prod ? &v.hdr->prod_tail : &v.hdr->cons_tail), 2 * HK_N);
+	for (unsigned i = 0; i < HK_N; i++)
+		portal_ring_detach(hk.h[i]);
+	for (unsigned i = 0; i < HK_N; i++)
+		assert_int_equal(atomic_load(&v.claims[(prod ? 0 : 1) + i].state),
+				 PORTAL_CLAIM_FREE);
+	portal_ring_detach(other);
+	rv_close(&v);
+}
+
+/*
+ * Ring images with a head ahead of its tail and no record naming the gap
+ * (what the fuzzer found): no call waits longer than the bound. The first
+ * call after the gap claims, copies and returns its count (its claim stays
+ * unpublished behind the gap); later calls return -EAGAIN; detach retires
+ * the record instead of waiting. A record that shows a done claim beyond
+ * its side's head is corrupt: PORTAL_EPROTO and quarantine.
+ */
+static void t_help_gap(void **state)
+{
+	uint32_t role = *(const uint32_t *)*state;
+	bool prod = role == PORTAL_ROLE_PRODUCER;
+	portal_ring_t *h, *other, *x;
+	uint8_t b[RV_CAP * RV_SLOT];
+	struct portal_ring_claim *mine;
+	_Atomic uint64_t *head, *tail;
+	struct rv v;
+
+	rv_open(&v, PORTAL_RING_MPMC, RV_CAP, 2, 2, NULL);
+	head = prod ? &v.hdr->prod_head : &v.hdr->cons_head;
+	tail = prod ? &v.hdr->prod_tail : &v.hdr->cons_tail;
+	mine = &v.claims[prod ? 0 : 2];
+	h = rv_attach(&v, (int)role, 0);
+	other = rv_attach(&v, prod ? PORTAL_ROLE_CONSUMER : PORTAL_ROLE_PRODUCER, 0);
+	if (!prod)
+		for (uint32_t i = 0; i < 6; i++)
+			rv_put(other, 0, i);
+	atomic_store(head, 3); /* [0, 3) claimed by nobody we know of */
+	if (prod) {
+		tu_stamp(b, RV_SLOT, tu_tag(0, 0));
+		assert_int_equal(TIMED(portal_ring_enqueue_burst(h, b, 1)), 1);
+	} else {
+		uint64_t tag = 0;
+
+		assert_int_equal(TIMED(portal_ring_dequeue_burst(h, b, 1)), 1);
+		assert_true(tu_check(b, RV_SLOT, &tag));
+		assert_int_equal(tag, tu_tag(0, 3));
+	}
+	assert_int_equal(atomic_load(tail), 0);
+	assert_int_equal(atomic_load(head), 4);
+	for (int i = 0; i < 3; i++) {
+		int rc = prod ? portal_ring_enqueue_burst(h, b, 1) : portal_ring_dequeue_burst(h, b, 1);
+
+		assert_int_equal(rc, -EAGAIN);
+		assert_int_equal(TIMED(prod ? portal_ring_enqueue(h, b) : portal_ring_dequeue(h, b)),
+				 -EAGAIN);
+	}
+	/* The other side sees nothing move on this side. */
+	if (prod) {
+		assert_int_equal(TIMED(portal_ring_dequeue(other, b)), -EAGAIN);
+	} else {
+		uint64_t pos = 1;
+
+		assert_int_equal(portal_ring_peer_position(other, &pos), 0);
+		assert_int_equal(pos, 0);
+	}
+	/* Recovery of a free record, or of the gap: nothing to do, no wait. */
+	assert_int_equal(TIMED(prod ? portal_ring_recover_producer(other, 1)
+				    : portal_ring_recover_consumer(other, 1, b, RV_CAP)), 0);
+	/* Detach does not wait: the record is retired, not free, and an
+	 * attach cannot take it back while the gap stays. */
+	portal_ring_detach(h);
+	assert_int_equal(atomic_load(&mine->state), PORTAL_CLAIM_RETIRED);
+	assert_int_equal(TIMED(portal_ring_attach_claim(v.mem, v.len, (int)role, 0, 5, &x)), -EBUSY);
+	/* The gap's owner (say) publishes it: the retired claim follows. */
+	atomic_store(tail, 3);
+	assert_int_equal(TIMED(portal_ring_attach_claim(v.mem, v.len, (int)role, 0, 5, &x)), 0);
+	assert_int_equal(atomic_load(tail), 4);
+	h = x;
+	/* A corrupt record: a done claim at the tail reaching past the head. */
+	atomic_store(&v.claims[prod ? 1 : 3].state, PORTAL_CLAIM_HELD);
+	atomic_store(&v.claims[prod ? 1 : 3].count, 3);
+	atomic_store(&v.claims[prod ? 1 : 3].head, 4);
+	atomic_store(&v.claims[prod ? 1 : 3].done, 7);
+	atomic_store(head, 5); /* a gap again, [4, 5) */
+	assert_int_equal(TIMED(prod ? portal_ring_enqueue_burst(h, b, 1)
+				    : portal_ring_dequeue_burst(h, b, 1)), 1);
+	assert_int_equal(TIMED(prod ? portal_ring_enqueue_burst(h, b, 1)
+				    : portal_ring_dequeue_burst(h, b, 1)), PORTAL_EPROTO);
+	assert_true(portal_ring_quarantined(h));
+	assert_int_equal(atomic_load(tail), 4);
+	portal_ring_detach(h);
+	portal_ring_detach(other);
+	rv_close(&v);
+}
+
+static const uint32_t roles[] = { PORTAL_ROLE_PRODUCER, PORTAL_ROLE_CONSUMER };
 
 /* A single producer or consumer restarts from the shared indices; the
  * positions say how far each side got. */
@@ -1851,10 +2296,19 @@ int main(void)
 	tu_suite_add(&s, t_recover_producer_chain, NULL, "recover/producer_chain");
 	tu_suite_add(&s, t_recover_consumer, NULL, "recover/consumer");
 	tu_suite_add(&s, t_restart_spsc, NULL, "recover/restart_spsc");
+	tu_suite_add(&s, t_help_dead_producer, (void *)&modes[1], "help/dead_producer/MPSC");
+	tu_suite_add(&s, t_help_dead_producer, (void *)&modes[2], "help/dead_producer/MPMC");
+	tu_suite_add(&s, t_help_dead_consumer, NULL, "help/dead_consumer");
+	for (size_t i = 0; i < TU_ARRAY_SIZE(hook_cases); i++)
+		tu_suite_add(&s, t_help_chain, (void *)&hook_cases[i], "help/chain/%s",
+			     hook_cases[i].name);
+	tu_suite_add(&s, t_help_gap, (void *)&roles[0], "help/gap/producer");
+	tu_suite_add(&s, t_help_gap, (void *)&roles[1], "help/gap/consumer");
 	tu_suite_add(&s, t_recover_processes, NULL, "recover/processes");
 	for (size_t i = 0; i < TU_ARRAY_SIZE(mt_cfgs); i++)
-		tu_suite_add(&s, t_mt, &mt_cfgs[i], "mt/%s/s%u/c%u/%uP%uC",
+		tu_suite_add(&s, t_mt, &mt_cfgs[i], "mt/%s/s%u/c%u/%uP%uC%s",
 			     mode_name(mt_cfgs[i].c.mode), mt_cfgs[i].c.slot, mt_cfgs[i].c.cap,
-			     mt_cfgs[i].producers, mt_cfgs[i].consumers);
+			     mt_cfgs[i].producers, mt_cfgs[i].consumers,
+			     mt_cfgs[i].rec ? "/recoverable" : "");
 	return tu_suite_run(&s, "portal.ring");
 }

@@ -190,12 +190,16 @@ struct portal_ring_hdr {
 
 	/* Producer side. */
 	_Atomic uint64_t prod_head; /* producers: next slot to claim (MP: CAS) */
-	_Atomic uint64_t prod_tail; /* producers: slots published; release */
+	_Atomic uint64_t prod_tail; /* producers: slots published; release
+	                             * (recoverable MP: only by CAS, any
+	                             * producer, over done claims) */
 	uint8_t pad1[PORTAL_LINE_PAIR - 16];
 
 	/* Consumer side. */
 	_Atomic uint64_t cons_head; /* consumers: next slot to claim (MC: CAS) */
-	_Atomic uint64_t cons_tail; /* consumers: slots freed; release */
+	_Atomic uint64_t cons_tail; /* consumers: slots freed; release
+	                             * (recoverable MC: only by CAS, as
+	                             * prod_tail) */
 	uint8_t pad2[PORTAL_LINE_PAIR - 16];
 	/* slots follow: capacity * slot_size bytes, written by producers;
 	 * then max_producers and max_consumers struct portal_ring_claim */
@@ -210,15 +214,24 @@ static_assert(sizeof(struct portal_ring_hdr) == PORTAL_RING_HDR_SIZE, "abi");
 enum portal_ring_claim_state {
 	PORTAL_CLAIM_FREE       = 0,
 	PORTAL_CLAIM_HELD       = 1, /* a live handle (or a dead one not yet recovered) */
-	PORTAL_CLAIM_RECOVERING = 2, /* a recovery of its dead holder is running */
+	PORTAL_CLAIM_RECOVERING = 2, /* locked: a recovery of its dead holder, or an
+	                              * attach reclaiming a RETIRED record */
+	PORTAL_CLAIM_RETIRED    = 3, /* no holder; its last claim is done but may
+	                              * not be published yet: helpers may still
+	                              * read it. Reclaimed (-> FREE or HELD, under
+	                              * the RECOVERING lock) once the side's tail
+	                              * has passed it */
 };
 
 /* One claim record of a multi-producer or multi-consumer side: where the
- * holder's claim is, so that a survivor can finish it if the holder dies. */
+ * holder's claim is and whether its copy is done, so that any handle can
+ * publish it (helping) and a survivor can finish it if the holder dies. */
 struct portal_ring_claim {
-	_Atomic uint32_t state;  /* attach: FREE -> HELD by CAS (acquire); detach
-	                          * or recovery: -> FREE with release; recovery:
-	                          * HELD -> RECOVERING by CAS */
+	_Atomic uint32_t state;  /* attach: FREE -> HELD by CAS (acquire), or
+	                          * RETIRED -> RECOVERING -> HELD; detach: ->
+	                          * FREE or RETIRED with release; recovery:
+	                          * HELD or RETIRED -> RECOVERING by CAS, then
+	                          * FREE, RETIRED or HELD with release */
 	uint32_t reserved;
 	_Atomic uint64_t owner;  /* holder: the tag it gave at attach; relaxed */
 	_Atomic uint64_t head;   /* holder: the head its claim CAS expects, stored
@@ -226,9 +239,17 @@ struct portal_ring_claim {
 	                          * head (which is a release on success) */
 	_Atomic uint64_t count;  /* holder: elements of that claim, stored before
 	                          * head; 0 = no claim (it gave up) */
-	uint8_t pad[PORTAL_LINE_PAIR - 32];
+	_Atomic uint64_t done;   /* holder, or a recovery for a dead one:
+	                          * head + count once the claim's copy (in or
+	                          * out) is complete; seq_cst exchange. The
+	                          * claim [head, head + count) is done iff
+	                          * count > 0 and done == head + count */
+	uint8_t pad[PORTAL_LINE_PAIR - 40];
 };
+static_assert(offsetof(struct portal_ring_claim, owner) == 8, "abi");
 static_assert(offsetof(struct portal_ring_claim, head) == 16, "abi");
+static_assert(offsetof(struct portal_ring_claim, count) == 24, "abi");
+static_assert(offsetof(struct portal_ring_claim, done) == 32, "abi");
 static_assert(sizeof(struct portal_ring_claim) == PORTAL_LINE_PAIR, "abi");
 
 /* ------------------------------------------------------------------ */

@@ -21,9 +21,11 @@
  * quarantines the handle: every later call on it returns -EPROTO. Nothing
  * out of bounds is ever read or written, and no call waits on a peer across
  * the trust boundary. (Producers of an MPSC/MPMC ring, and consumers of an
- * MPMC ring, publish in claim order: one waits - spinning, then yielding,
- * then sleeping - for a claimant before it that was preempted. They are one
- * trust domain by design.)
+ * MPMC ring, publish in claim order. On a ring without claim records one
+ * waits - spinning, then yielding, then sleeping, without a bound - for a
+ * claimant before it that was preempted or died: they are one trust domain
+ * by design. On a recoverable ring nobody waits for another claim: see
+ * below.)
  *
  * Crash recovery (docs/recovery.md). A ring made recoverable
  * (portal_ring_init_recoverable, portal_ring_create_recoverable) gives
@@ -34,8 +36,20 @@
  * honest producer sends; portal_ring_is_poison) and publishes them, so the
  * ring flows again; portal_ring_recover_consumer hands the elements a dead
  * consumer claimed but never returned to the recovering caller, so each
- * element is returned by exactly one dequeue or recover call. A restarted
- * single producer or consumer resumes from the shared tails.
+ * element is returned by at most one dequeue or recover call (exactly one
+ * unless a consumer dies between its done mark and its return). A
+ * restarted single producer or consumer resumes from the shared tails.
+ *
+ * Recoverable rings never wait for another handle's claim. A multi-side
+ * handle marks its claim done in its record once its copy is complete and
+ * then publishes every done claim it finds at its side's tail, its own and
+ * other handles' (helping); if an earlier claim is not done it returns at
+ * once (its elements are committed, or delivered, by the done mark) and
+ * whoever finishes the earlier claim, or recovers it, publishes its claim
+ * too. Its next call must wait until that has happened: it helps and spins
+ * briefly (about 128 pauses and 4 yields, no sleep), then returns -EAGAIN:
+ * an earlier claim of another handle is not finished yet (a slow handle:
+ * call again; a dead one: recover it).
  *
  * Concurrency (per handle; one handle per thread):
  *
@@ -165,11 +179,16 @@ PORTAL_API void portal_ring_detach(portal_ring_t *r); /* NULL is fine */
  * hold one; portal_ring_attach takes the first free one with OWNER =
  * getpid(). Handles of a side without records (single side, or 0 records)
  * take none and ignore SLOT and OWNER. The record is freed by detach, or by
- * recovery once its holder is dead.
+ * recovery once its holder is dead; if its last claim is done but not yet
+ * published (an earlier claim is open), detach and recovery retire it
+ * instead (PORTAL_CLAIM_RETIRED), and an attach or a recovery that finds
+ * the claim published takes it back. Detach never waits (a bounded spin).
  * Returns 0, -EINVAL (bad arguments, SLOT out of range), -EBUSY (record
- * SLOT held, or none free), -ENOMEM, PORTAL_EPROTO (as portal_ring_attach).
+ * SLOT held or retired with its claim unpublished, or none free), -ENOMEM,
+ * PORTAL_EPROTO (as portal_ring_attach, or a corrupt record met while
+ * helping a retired claim along).
  * Memory order: the record is taken with a CAS; acquire, pairs with the
- * release by which detach or recovery frees it.
+ * release by which detach or recovery frees or retires it.
  */
 PORTAL_API int portal_ring_attach_claim(void *mem, size_t len, enum portal_ring_role role,
 					int slot, uint64_t owner, portal_ring_t **out);
@@ -191,18 +210,26 @@ PORTAL_API int portal_ring_create_recoverable(portal_region_t *reg, const char *
  * Enqueue up to N elements from OBJS (N * slot_size bytes, contiguous).
  * Returns the number enqueued (0 when full), -EINVAL (wrong role or mode
  * for this call), or PORTAL_EPROTO. One index publish per call.
+ * Recoverable rings, _mp (and _mc below) also: -EAGAIN, an earlier claim of
+ * another handle is not finished yet (nothing was enqueued; call again, or
+ * recover the claim if its holder died), and -EOWNERDEAD, a recovery took
+ * this handle's claim or record believing it dead (the handle is unusable
+ * from then on). A count returned there is committed (dequeued) even if it
+ * is not yet published: it becomes visible to the other side when every
+ * earlier claim is done, without this handle's help.
  */
 PORTAL_API int portal_ring_enqueue_burst_sp(portal_ring_t *r, const void *objs, unsigned n);
 PORTAL_API int portal_ring_enqueue_burst_mp(portal_ring_t *r, const void *objs, unsigned n);
 /* Dequeue up to N elements into OBJS. Returns the number (0 when empty),
- * -EINVAL, or PORTAL_EPROTO. */
+ * -EINVAL, or PORTAL_EPROTO; recoverable _mc also -EAGAIN, -EOWNERDEAD. */
 PORTAL_API int portal_ring_dequeue_burst_sc(portal_ring_t *r, void *objs, unsigned n);
 PORTAL_API int portal_ring_dequeue_burst_mc(portal_ring_t *r, void *objs, unsigned n);
 
 /* The same, choosing _sp/_mp and _sc/_mc from the ring's mode. */
 PORTAL_API int portal_ring_enqueue_burst(portal_ring_t *r, const void *objs, unsigned n);
 PORTAL_API int portal_ring_dequeue_burst(portal_ring_t *r, void *objs, unsigned n);
-/* One element: 0, -EAGAIN (full / empty), -EINVAL or PORTAL_EPROTO. */
+/* One element: 0, -EAGAIN (full / empty; on a recoverable ring also: an
+ * earlier claim is not finished yet), -EINVAL, -EOWNERDEAD or PORTAL_EPROTO. */
 PORTAL_API int portal_ring_enqueue(portal_ring_t *r, const void *obj);
 PORTAL_API int portal_ring_dequeue(portal_ring_t *r, void *obj);
 
@@ -238,51 +265,60 @@ PORTAL_API int portal_ring_peer_position(portal_ring_t *r, uint64_t *pos);
  * (a surviving producer or the consumer) once the caller knows that the
  * holder of producer claim record SLOT is dead and will not run again
  * (its process exited; portal_ring_find_claims maps an owner to slots).
- * If that producer claimed slots and did not publish them, they are
- * filled with the ring's poison pattern and published in claim order, so
- * producers waiting behind it go on and the consumer sees poison
- * (portal_ring_is_poison) where the lost elements would have been; then
- * the record is freed for a new producer. Nothing published is touched:
- * elements the dead producer published are delivered as usual.
+ * If that producer claimed slots and its copy was not done, they are
+ * filled with the ring's poison pattern and the claim is marked done, and
+ * published with every done claim after it as soon as the claims before
+ * it are done (at once if they are; else by whoever finishes or recovers
+ * the earlier one), so the consumer sees poison (portal_ring_is_poison)
+ * where the lost elements would have been. A claim the dead producer had
+ * marked done is committed: its elements are delivered as usual, and
+ * recovery only helps to publish it. Nothing published is touched. The
+ * record is freed for a new producer, or retired until its claim is
+ * published (then an attach, or a later recovery call, frees it).
  * Returns the number of slots turned into poison (0: the dead producer
- * held no unpublished claim, or the record was free; it is free now), or
- *   -EAGAIN  not finished: an earlier claim is still unpublished (a live
- *            producer that is slow - call again - or another dead one:
- *            recover it too, then call again), or another record shows a
- *            claim at the same position (a live producer about to move on;
- *            call again). The record stays held, nothing is published.
+ * held no claim that was not done, or the record was free or retired), or
+ *   -EAGAIN  another record shows a claim at the same position that is
+ *            not done (a live producer about to move on; call again). The
+ *            record stays held, nothing is changed.
  *   -EBUSY   another recovery of this record is running.
  *   -EINVAL  SLOT out of range, or the ring has no producer records.
- *   PORTAL_EPROTO  the shared indices are out of range (handle quarantined).
- * Bounded: waits at most about a millisecond, never for ever.
+ *   PORTAL_EPROTO  the shared indices or a record are out of range (handle
+ *            quarantined).
+ * Bounded: waits at most about a millisecond, never for ever; it does not
+ * wait for earlier claims at all.
  * Exclusion: none; concurrent recoveries of one record are refused with
- * -EBUSY. If the caller is wrong and the holder is alive, its enqueue
- * fails with -EOWNERDEAD once it sees its claim was taken over (its
- * elements may have been poisoned).
- * Memory order: the poison is written, then prod_tail with release (pairs
- * with the consumer's acquire).
+ * -EBUSY. If the caller is wrong and the holder is alive, its next enqueue
+ * fails with -EOWNERDEAD (its elements may have been poisoned).
+ * Memory order: the poison is written, then the done mark (seq_cst
+ * exchange), then prod_tail by CAS with release (pairs with the consumer's
+ * acquire).
  */
 PORTAL_API int portal_ring_recover_producer(portal_ring_t *r, unsigned slot);
 
 /*
  * Crash recovery of a multi-consumer (MPMC) claim: as above for consumer
- * claim record SLOT. The elements the dead consumer claimed but never
- * returned from its dequeue are copied into OBJS (room for MAX elements)
- * and then released (cons_tail published in order): each element is
- * returned by exactly one dequeue or recover call. They may include poison
- * slots. Returns the number of elements copied (0: nothing held), -EMSGSIZE
- * (the claim holds more than MAX: nothing changed; capacity elements always
- * suffice), -EAGAIN, -EBUSY, -EINVAL, PORTAL_EPROTO as above.
- * Memory order: the copy, then cons_tail with release (pairs with the
- * producers' acquire before reuse).
+ * claim record SLOT. The elements of a claim the dead consumer had not
+ * marked done (its dequeue had not finished its copy) are copied into
+ * OBJS (room for MAX elements) and the claim is marked done: they are
+ * delivered by this call, and released (cons_tail) in claim order as soon
+ * as the claims before are done. Each element is returned by at most one
+ * dequeue or recover call; a claim the dead consumer had marked done was
+ * delivered to it (lost if it died before its dequeue returned) and is
+ * only helped along. They may include poison slots. Returns the number of
+ * elements copied (0: nothing held), -EMSGSIZE (the claim holds more than
+ * MAX: nothing changed; capacity elements always suffice), -EAGAIN,
+ * -EBUSY, -EINVAL, PORTAL_EPROTO as above.
+ * Memory order: the copy, then the done mark, then cons_tail by CAS with
+ * release (pairs with the producers' acquire before reuse).
  */
 PORTAL_API int portal_ring_recover_consumer(portal_ring_t *r, unsigned slot, void *objs,
 					    unsigned max);
 
 /*
- * Claim records of ROLE's side held with tag OWNER (a holder that died
- * is found by the tag it gave). Writes up to MAX slot numbers into SLOTS and
- * returns how many records match (may exceed MAX), or -EINVAL.
+ * Claim records of ROLE's side held (or retired, or being recovered) with
+ * tag OWNER (a holder that died is found by the tag it gave). Writes up to
+ * MAX slot numbers into SLOTS and returns how many records match (may
+ * exceed MAX), or -EINVAL.
  * Memory order: relaxed snapshot; recovery re-checks each record.
  */
 PORTAL_API int portal_ring_find_claims(portal_ring_t *r, enum portal_ring_role role,
