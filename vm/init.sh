@@ -41,6 +41,11 @@ for kv in $(cat /proc/cmdline); do
 	esac
 done
 
+# Every guest attaches as a VM (kind VM, pid 0, a heartbeat thread), but
+# the local scenario's two processes: they share this kernel, and judge
+# each other by the OS lock as processes do.
+[ "$scenario" = local ] || args="$args --kind vm"
+
 off() {
 	echo "PORTAL-VM-DONE: $1"
 	sync

@@ -12,6 +12,10 @@
  *   b        side B: sends on b2a, receives on a2b, echoes the round trips
  *   honest   the host of the hostile test (with --create), see vmpeer_hostile.c
  *   hostile  the guest of the hostile test
+ *   death-host, death-guest
+ *            the guest_death test (vmlive.c): the guest produces, the host
+ *            consumes asleep in a watched doorbell wait; QEMU is killed,
+ *            booted again, paused and resumed
  *
  * Options:
  *   --uri URI          the region (file:..., ivshmem:, pmem:/dev/dax0.0, shm:...)
@@ -36,6 +40,19 @@
  *                      trips are made, and the run fails unless each side
  *                      slept and rang
  *   --ready-file PATH  create PATH once the region is laid out
+ *   --kind vm|process  how we attach: vm (a guest: PORTAL_REGION_F_VM, kind
+ *                      VM, pid 0, no OS lock, and a heartbeat thread) or
+ *                      process (the default)
+ *   --peer-kind vm|process  check the peer's participant slot once it is
+ *                      there (vm: kind VM, pid 0, heartbeating, no lock)
+ *   --beat-ms N        heartbeat period with --kind vm (default 100)
+ *   --stall-ms N       guest_death: heartbeat stall that means dead (1000)
+ *   --check-ms N       guest_death: the watched wait's check interval (50)
+ *   --seed N           guest_death: the random kill and pause moments
+ *   --qemu-pidfile F, --monitor SOCK, --signal-dir DIR
+ *                      guest_death host: QEMU's pid file and HMP monitor
+ *                      socket, and where the harness and the host leave
+ *                      files for each other (see vmlive.c)
  *   --tag NAME         label for the output lines
  *
  * Every message carries its sequence number, its length and a checksum of
@@ -80,7 +97,7 @@ double vm_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static uint64_t now_ns(void)
+uint64_t vm_now_ns(void)
 {
 	struct timespec ts;
 
@@ -325,6 +342,11 @@ static int setup(struct vm_peer *p)
 		}
 	} else {
 		ro.side = p->o.side;
+		/* A guest is one participant as a whole: kind VM, pid 0, no OS
+		 * lock (it would live in the guest's kernel); the host judges
+		 * it by its heartbeat. */
+		if (p->o.vm)
+			ro.flags |= PORTAL_REGION_F_VM;
 		/* Quiet while the region is not there yet. */
 		portal_set_log(log_cb, (void *)p->o.tag, PORTAL_LOG_ERROR);
 		/* A guest with the ivshmem doorbell has the region's memory
@@ -343,6 +365,20 @@ static int setup(struct vm_peer *p)
 	vm_say(p, "region %s%s: %zu bytes, side %u, id %08x", p->o.uri,
 	       mem ? " (BAR2 through VFIO)" : "", portal_region_size(p->reg), p->side,
 	       portal_region_id(p->reg));
+	if (p->o.vm && !p->o.create) {
+		/* Before anything is announced in the control block: a peer
+		 * that sees us there finds the slot heartbeating already. */
+		rc = portal_region_heartbeat_start(p->reg, (int64_t)p->o.beat_ms * 1000000);
+		if (rc) {
+			vm_say(p, "heartbeat: %s", portal_strerror(rc));
+			return VM_SETUP;
+		}
+		struct portal_participant_info pi = { 0 };
+
+		portal_region_participant(p->reg, p->side, &pi);
+		vm_say(p, "slot: kind vm, pid 0, epoch %016llx, heartbeat every %u ms",
+		       (unsigned long long)pi.epoch, p->o.beat_ms);
+	}
 	while ((rc = portal_region_lookup(p->reg, VM_CTL_NAME, PORTAL_OBJ_USER, &info)) == -ENOENT &&
 	       vm_now() < deadline)
 		sleep_us(10000);
@@ -359,8 +395,8 @@ static int setup(struct vm_peer *p)
 	return VM_PASS;
 }
 
-static int open_msgring(struct vm_peer *p, const char *name, enum portal_ring_role role,
-			portal_msgring_t **out)
+int vm_open_msgring(struct vm_peer *p, const char *name, enum portal_ring_role role,
+		    portal_msgring_t **out)
 {
 	double deadline = vm_now() + p->o.wait_s;
 	int rc;
@@ -628,13 +664,13 @@ static int rtt_a(struct vm_peer *p, struct vm_exch *x)
 		 * still awake. */
 		if (p->wake.waiter && vm_wake_peer_armed(p, RTT_PACE_S))
 			asleep++;
-		t0 = now_ns();
+		t0 = vm_now_ns();
 
 		rc = rtt_send(p, x->tx, NULL, seq, x->tx_dir, deadline);
 		if (rc == VM_PASS)
 			rc = rtt_wait(p, x->rx, &buf, &n, deadline);
 		if (rc == VM_PASS) {
-			ns[i] = now_ns() - t0;
+			ns[i] = vm_now_ns() - t0;
 			rc = rtt_check(p, buf, n, seq, x->tx_dir);
 		}
 		if (rc == VM_PASS && portal_msgring_release(x->rx) != 0)
@@ -680,6 +716,33 @@ static int rtt_b(struct vm_peer *p, struct vm_exch *x)
 	return rc;
 }
 
+int vm_check_peer_slot(struct vm_peer *p, uint32_t side)
+{
+	struct portal_participant_info pi;
+	bool want_vm;
+
+	if (!p->o.peer_kind)
+		return VM_PASS;
+	want_vm = strcmp(p->o.peer_kind, "vm") == 0;
+	if (portal_region_participant(p->reg, side, &pi) != 0) {
+		vm_say(p, "peer slot %u: unreadable", side);
+		return VM_FAIL;
+	}
+	vm_say(p, "peer slot %u: kind %s, pid %llu, flags%s%s, heartbeat %llu, ident '%s'", side,
+	       pi.kind == PORTAL_PART_VM ? "vm" : pi.kind == PORTAL_PART_PROCESS ? "process" : "?",
+	       (unsigned long long)pi.pid, pi.flags & PORTAL_PART_F_OSLOCK ? " oslock" : "",
+	       pi.flags & PORTAL_PART_F_HEARTBEAT ? " heartbeat" : "",
+	       (unsigned long long)pi.heartbeat, pi.ident);
+	if (pi.state != PORTAL_PART_ACTIVE ||
+	    (want_vm && (pi.kind != PORTAL_PART_VM || pi.pid != 0 ||
+			 !(pi.flags & PORTAL_PART_F_HEARTBEAT) || (pi.flags & PORTAL_PART_F_OSLOCK))) ||
+	    (!want_vm && pi.kind != PORTAL_PART_PROCESS)) {
+		vm_say(p, "peer slot %u is not what --peer-kind %s says", side, p->o.peer_kind);
+		return VM_FAIL;
+	}
+	return VM_PASS;
+}
+
 /* The side that owns (produces into) ring NAME. */
 static int owner_of(struct vm_peer *p, const char *name, uint32_t *side)
 {
@@ -698,9 +761,9 @@ static int run_exchange(struct vm_peer *p, bool is_a)
 	double deadline;
 	int rc;
 
-	rc = open_msgring(p, is_a ? "a2b" : "b2a", PORTAL_ROLE_PRODUCER, &x.tx);
+	rc = vm_open_msgring(p, is_a ? "a2b" : "b2a", PORTAL_ROLE_PRODUCER, &x.tx);
 	if (rc == VM_PASS)
-		rc = open_msgring(p, is_a ? "b2a" : "a2b", PORTAL_ROLE_CONSUMER, &x.rx);
+		rc = vm_open_msgring(p, is_a ? "b2a" : "a2b", PORTAL_ROLE_CONSUMER, &x.rx);
 	/* The peer is the side that produces into our receiving ring. */
 	if (rc == VM_PASS && (owner_of(p, is_a ? "b2a" : "a2b", &peer_side) != 0 ||
 			      peer_side >= p->nlines || peer_side == p->side)) {
@@ -719,7 +782,10 @@ static int run_exchange(struct vm_peer *p, bool is_a)
 		vm_say(p, "peer (side %u) did not show up within %.0f s", peer_side, p->o.wait_s);
 		goto out;
 	}
-	rc = vm_wake_peer(p, peer_side, deadline);
+	/* The peer attached and started its heartbeat before its phase 1. */
+	rc = vm_check_peer_slot(p, peer_side);
+	if (rc == VM_PASS)
+		rc = vm_wake_peer(p, peer_side, deadline);
 	if (rc != VM_PASS)
 		goto out;
 	vm_say(p, "peer (side %u) is there; exchanging %llu messages each way, waking by %s",
@@ -757,7 +823,8 @@ out:
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: portal_vmpeer create|a|b|honest|hostile --uri URI [options]\n"
+	fprintf(stderr, "usage: portal_vmpeer create|a|b|honest|hostile|death-host|death-guest "
+			"--uri URI [options]\n"
 			"       (see the comment at the top of vm/vmpeer.c)\n");
 	return VM_USAGE;
 }
@@ -791,14 +858,19 @@ static int parse(int argc, char **argv, struct vm_opts *o)
 		{ "timeout", required_argument, NULL, 't' }, { "random", required_argument, NULL, 'R' },
 		{ "wake", required_argument, NULL, 'W' },  { "ready-file", required_argument, NULL, 'f' },
 		{ "tag", required_argument, NULL, 'T' },   { "max-msg", required_argument, NULL, 'm' },
-		{ "ring-bytes", required_argument, NULL, 'b' }, { NULL, 0, NULL, 0 },
+		{ "ring-bytes", required_argument, NULL, 'b' }, { "kind", required_argument, NULL, 'k' },
+		{ "peer-kind", required_argument, NULL, 'K' }, { "beat-ms", required_argument, NULL, 'H' },
+		{ "stall-ms", required_argument, NULL, 'L' }, { "check-ms", required_argument, NULL, 'C' },
+		{ "seed", required_argument, NULL, 'E' },  { "qemu-pidfile", required_argument, NULL, 'Q' },
+		{ "monitor", required_argument, NULL, 'M' }, { "signal-dir", required_argument, NULL, 'D' },
+		{ NULL, 0, NULL, 0 },
 	};
 	uint64_t v;
 	int c;
 
 	*o = (struct vm_opts){ .parts = 2, .side = 1, .side_a = 0, .side_b = 1, .count = 10000,
 			       .wait_s = 120, .timeout_s = 120, .random_s = 3, .max_msg = 512,
-			       .ring_bytes = 65536 };
+			       .ring_bytes = 65536, .beat_ms = 100, .stall_ms = 1000, .check_ms = 50 };
 	if (argc < 2 || argv[1][0] == '-')
 		return usage();
 	o->role = argv[1];
@@ -813,6 +885,17 @@ static int parse(int argc, char **argv, struct vm_opts *o)
 		if (c == 'u' || c == 'W' || c == 'f' || c == 'T') {
 			*(c == 'u' ? &o->uri : c == 'W' ? &o->wake : c == 'f' ? &o->ready_file : &o->tag) =
 				optarg;
+			continue;
+		}
+		if (c == 'Q' || c == 'M' || c == 'D' || c == 'K') {
+			*(c == 'Q' ? &o->qemu_pidfile : c == 'M' ? &o->monitor
+				     : c == 'D' ? &o->signal_dir : &o->peer_kind) = optarg;
+			continue;
+		}
+		if (c == 'k') {
+			if (strcmp(optarg, "vm") != 0 && strcmp(optarg, "process") != 0)
+				return usage();
+			o->vm = optarg[0] == 'v';
 			continue;
 		}
 		if (c == 'w' || c == 't' || c == 'R') {
@@ -835,11 +918,17 @@ static int parse(int argc, char **argv, struct vm_opts *o)
 		case 'r': o->rtt = v; break;
 		case 'm': o->max_msg = (uint32_t)v; break;
 		case 'b': o->ring_bytes = (uint32_t)v; break;
+		case 'H': o->beat_ms = (uint32_t)v; break;
+		case 'L': o->stall_ms = (uint32_t)v; break;
+		case 'C': o->check_ms = (uint32_t)v; break;
+		case 'E': o->seed = v; break;
 		default: return usage();
 		}
 	}
 	if (!o->uri || optind != argc || o->max_msg < VM_MSG_HDR + RTT_LEN || o->parts < 2 ||
-	    o->parts > PORTAL_REGION_MAX_PARTS)
+	    o->parts > PORTAL_REGION_MAX_PARTS || o->beat_ms == 0 || o->stall_ms == 0 ||
+	    o->check_ms == 0 ||
+	    (o->peer_kind && strcmp(o->peer_kind, "vm") != 0 && strcmp(o->peer_kind, "process") != 0))
 		return usage();
 	if (!o->tag)
 		o->tag = o->role;
@@ -861,11 +950,14 @@ int main(int argc, char **argv)
 	portal_set_log(log_cb, (void *)p.o.tag, PORTAL_LOG_WARN);
 	rc = vm_wake_parse(&p);
 	if (rc == VM_PASS && p.wake.kind != VM_WAKE_POLL && strcmp(p.o.role, "a") != 0 &&
-	    strcmp(p.o.role, "b") != 0 && strcmp(p.o.role, "create") != 0) {
-		vm_say(&p, "--wake %s: only roles a, b and create use doorbells", p.wake.name);
+	    strcmp(p.o.role, "b") != 0 && strcmp(p.o.role, "create") != 0 &&
+	    strncmp(p.o.role, "death-", 6) != 0) {
+		vm_say(&p, "--wake %s: only roles a, b, create and death-* use doorbells",
+		       p.wake.name);
 		rc = VM_USAGE;
 	}
-	if (rc == VM_PASS && p.wake.kind != VM_WAKE_POLL && p.o.rtt < RTT_MIN_WAKE)
+	if (rc == VM_PASS && p.wake.kind != VM_WAKE_POLL && p.o.rtt < RTT_MIN_WAKE &&
+	    strncmp(p.o.role, "death-", 6) != 0)
 		p.o.rtt = RTT_MIN_WAKE;
 	if (rc == VM_PASS)
 		rc = vm_wake_prepare(&p);
@@ -880,6 +972,10 @@ int main(int argc, char **argv)
 			rc = vm_run_honest(&p);
 		else if (strcmp(p.o.role, "hostile") == 0)
 			rc = vm_run_hostile(&p);
+		else if (strcmp(p.o.role, "death-host") == 0)
+			rc = vm_run_death_host(&p);
+		else if (strcmp(p.o.role, "death-guest") == 0)
+			rc = vm_run_death_guest(&p);
 		else
 			rc = usage();
 	}

@@ -39,7 +39,10 @@ struct ctl_line {
 	_Atomic uint64_t count;  /* messages received so far (diagnostics) */
 	_Atomic uint64_t wake_id; /* ivshmem wake: our ivshmem id + 1 (0: none),
 	                           * written before phase 1 */
-	uint8_t pad[128 - 32];
+	_Atomic uint64_t intent; /* guest_death producer: (seq << 32) | low 32
+	                          * bits of the ring's prod_tail, stored before
+	                          * message seq is reserved (vmlive.c) */
+	uint8_t pad[128 - 40];
 };
 _Static_assert(sizeof(struct ctl_line) == 128, "one control line is 128 bytes");
 
@@ -88,6 +91,17 @@ struct vm_opts {
 	double random_s;    /* hostile: length of the random phase */
 	uint32_t max_msg;
 	uint32_t ring_bytes;
+	/* Liveness (vmlive.c, docs/vm.md section 8). */
+	bool vm;            /* --kind vm: attach with PORTAL_REGION_F_VM and
+	                     * heartbeat (every guest but the local scenario's) */
+	const char *peer_kind; /* --peer-kind vm|process: check the peer's slot */
+	uint32_t beat_ms;   /* heartbeat period (--kind vm) */
+	uint32_t stall_ms;  /* watch: heartbeat stall that means dead */
+	uint32_t check_ms;  /* watched wait: longest sleep between looks */
+	uint64_t seed;      /* guest_death: random kill and pause moments */
+	const char *qemu_pidfile; /* guest_death host: QEMU's -pidfile */
+	const char *monitor;      /* guest_death host: QEMU's HMP monitor socket */
+	const char *signal_dir;   /* guest_death: files exchanged with the harness */
 };
 
 struct vm_peer {
@@ -160,6 +174,19 @@ void vm_wake_close(struct vm_peer *p);
 void vm_wake_close_device(struct vm_peer *p);
 /* Polling: one idle step (spin, yield, sleep up to 1 ms). */
 void vm_poll_idle(struct vm_wake *w);
+
+/* Checks the peer's participant slot against --peer-kind (the kind, pid
+ * 0 and a heartbeat for a VM); VM_PASS when no kind is asked for. */
+int vm_check_peer_slot(struct vm_peer *p, uint32_t side);
+
+/* The guest_death test (vmlive.c): the host consumes what the guest
+ * produces and watches it; the harness kills, restarts and pauses QEMU. */
+int vm_run_death_host(struct vm_peer *p);
+int vm_run_death_guest(struct vm_peer *p);
+/* Helpers of vmpeer.c that vmlive.c uses. */
+int vm_open_msgring(struct vm_peer *p, const char *name, enum portal_ring_role role,
+		    portal_msgring_t **out);
+uint64_t vm_now_ns(void);
 
 /* The hostile test: the guest's side and the host's side. */
 int vm_run_hostile(struct vm_peer *p);
