@@ -212,7 +212,10 @@ static int check_entry(const struct portal_dir_entry *e, uint64_t size, uint64_t
 		return PORTAL_EDIR;
 	if (e->kind == 0 || e->kind > PORTAL_OBJ_KIND_MAX || e->offset % PORTAL_CACHELINE)
 		return PORTAL_EDIR;
-	if (e->offset < data_offset || e->offset > size || e->size > size - e->offset)
+	/* Size 0: alloc never writes one, and an empty entry at the start of
+	 * another would pass or fail the overlap check by sort order. */
+	if (e->size == 0 || e->offset < data_offset || e->offset > size ||
+	    e->size > size - e->offset)
 		return PORTAL_EDIR;
 	return 0;
 }

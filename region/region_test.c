@@ -1199,6 +1199,9 @@ ENTRY_MUT(m_e_size_huge, 2, e->size = UINT64_MAX)
 ENTRY_MUT(m_e_offset_huge, 0, e->offset = UINT64_MAX - 63)
 ENTRY_MUT(m_e_overlap, 1, e->offset = entry(b, 0)->offset + 64)
 ENTRY_MUT(m_e_same_offset, 2, e->offset = entry(b, 1)->offset)
+ENTRY_MUT(m_e_size_zero, 1, e->size = 0)
+/* Empty, at the start of another entry: refused whatever the sort order. */
+ENTRY_MUT(m_e_empty_at_start, 2, (e->offset = entry(b, 1)->offset, e->size = 0))
 ENTRY_MUT(m_e_kind_unknown, 1, e->kind = PORTAL_OBJ_KIND_MAX + 1)
 ENTRY_MUT(m_e_kind_zero, 0, e->kind = 0)
 ENTRY_MUT(m_e_kind_huge, 2, e->kind = UINT32_MAX)
@@ -1271,6 +1274,8 @@ static const struct corrupt_case {
 	{ "entry offset near 2^64",             m_e_offset_huge, PORTAL_EDIR },
 	{ "entries overlap",                    m_e_overlap, PORTAL_EDIR },
 	{ "entries at the same offset",         m_e_same_offset, PORTAL_EDIR },
+	{ "entry size 0",                       m_e_size_zero, PORTAL_EDIR },
+	{ "empty entry at another's start",     m_e_empty_at_start, PORTAL_EDIR },
 	{ "entry kind unknown",                 m_e_kind_unknown, PORTAL_EDIR },
 	{ "entry kind 0",                       m_e_kind_zero, PORTAL_EDIR },
 	{ "entry kind UINT32_MAX",              m_e_kind_huge, PORTAL_EDIR },
