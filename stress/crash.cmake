@@ -8,6 +8,9 @@
 # portal.crash.short runs in the default test run (label process, a few
 # hundred injections); portal.crash.full is 10^4 injections (label stress,
 # excluded from the default run). PORTAL_CRASH_INJECTIONS overrides the count.
+# Both detect deaths through the liveness watch (--detect watch, the
+# default; a DEAD verdict that the process contradicts is an error);
+# portal.crash.short.pidfd keeps the driver's own pidfd path tested.
 # Not stress_add_test: its skip regex would match the per-case
 # "skipped: recovery API not available" notes; a whole run that cannot go
 # ahead exits 77 instead.
@@ -19,13 +22,14 @@ target_link_libraries(portal_crash PRIVATE portal_internal)
 add_dependencies(portal_crash portal_crash_peer)
 
 function(crash_add_test name injections label timeout)
-  add_test(NAME ${name} COMMAND portal_crash --injections ${injections})
+  add_test(NAME ${name} COMMAND portal_crash --injections ${injections} ${ARGN})
   set_tests_properties(${name} PROPERTIES LABELS ${label} TIMEOUT ${timeout} RUN_SERIAL TRUE
     ENVIRONMENT "PORTAL_TEST_BINDIR=${PROJECT_BINARY_DIR}/bin"
     SKIP_RETURN_CODE 77)
 endfunction()
 
 crash_add_test(portal.crash.short 500 process 300)
+crash_add_test(portal.crash.short.pidfd 100 process 120 --detect pidfd)
 crash_add_test(portal.crash.full 10000 stress 7200)
 
 # The harness's own check: consumers that drop or duplicate one message in

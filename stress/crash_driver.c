@@ -8,7 +8,7 @@
  * checks the ledger: every committed message delivered exactly once.
  *
  *   portal_crash [--injections N] [--kinds spsc,msg,...] [--budget B]
- *                [--seed S] [--detect pidfd|watch] [--hang-seconds T]
+ *                [--seed S] [--detect watch|pidfd] [--hang-seconds T]
  *                [--sabotage lose|dup] [-v]
  *
  * --sabotage is the harness's own test: the consumers drop (lose) or
@@ -28,6 +28,14 @@
  * restarted at once; the round ends when the targets have died and come
  * back and the allowance has drained through the ring. A round that makes
  * no progress for --hang-seconds is a hang.
+ *
+ * Detection. The survivors learn of a death through Portal's liveness
+ * layer: consumers watch the producers' participant slots (crash_peer.c)
+ * and stamp the time into the ledger; the driver, the survivor of a dead
+ * consumer, decides with portal_region_watch_status (--detect watch, the
+ * default) or with a pidfd of its own (--detect pidfd). The report gives
+ * both figures: the survivors' (detect_*) and the driver's pidfd wake-up
+ * (pidfd_*).
  */
 #include <errno.h>
 #include <poll.h>
@@ -48,7 +56,11 @@
 
 #define PEER_PROGRAM "portal_crash_peer"
 #define MAX_WINDOW   65536u
-#define MAX_SAMPLES  (1u << 20)
+#define MAX_SAMPLES  (1u << 17)
+#define MAX_DEATHS   (1u << 17) /* per kind */
+#define MAX_STAMPS   (1u << 17) /* per kind */
+/* A DEAD verdict whose process has not exited after this long is false. */
+#define VERDICT_CONFIRM_MS 2000
 #define MAX_TOPUPS   16      /* extra allowances a round may take */
 
 enum method { M_RANDOM = 0, M_POINT = 1 };
@@ -59,7 +71,7 @@ struct opts {
 	uint32_t kinds;          /* bit mask of crash_kind */
 	uint32_t budget;         /* messages per producer per round */
 	uint64_t seed;
-	bool watch;              /* detect through portal_region_watch_* */
+	bool watch;              /* detect through portal_region_watch_* (default) */
 	const char *sabotage;    /* self-test: consumers lose or duplicate (must fail) */
 	double hang_s;
 	bool verbose;
@@ -70,8 +82,11 @@ struct role {
 	unsigned id;
 	uint32_t side;
 	pid_t pid;
-	int pidfd;               /* -1: none (poll with waitpid) */
+	int pidfd;               /* -1: none (poll with waitid) */
 	portal_peer_watch_t *watch;
+	uint64_t epoch;          /* participant epoch of the live incarnation (0: not yet) */
+	uint64_t pidfd_ns;       /* when the driver saw its pidfd readable (0: not yet) */
+	uint64_t watch_ns;       /* when the driver's watch said DEAD (0: not yet) */
 	bool alive;
 	uint32_t inc;
 	int plan;                /* point of the live incarnation */
@@ -82,21 +97,43 @@ struct role {
 	uint64_t kill_at_ns;     /* random: when to kill (0: no) */
 	bool snipe;              /* at kill_at: catch it inside a claim first */
 	unsigned snipe_tries;
-	unsigned watch_wrong;    /* --detect watch: false DEAD verdicts seen */
+	unsigned watch_wrong;    /* --detect watch: wrong verdicts seen */
 	uint64_t killed_ns;      /* driver kill time (0: none in flight) */
 };
 
 struct stats {
 	uint64_t injections, by_point, by_random, both_rounds, rounds;
-	uint64_t in_claim, snipe_missed, point_missed;
+	uint64_t in_claim, in_claim_done, snipe_missed, point_missed;
 	uint64_t point_hits[CRASH_PT_COUNT];
 	uint64_t committed, delivered, lost, lost_taken, duplicated, hangs, errors;
 	uint64_t in_doubt, doubt_delivered, phantom, skipped, poison, recovered, rescues, resumed;
 	uint64_t bad, restarts;
-	uint64_t *samples;       /* detection times, ns */
-	size_t nsamples;
+	uint64_t det_doorbell, det_restarted, det_early, watch_false, watch_missed;
+	uint64_t attach_eproto;  /* ring attaches that said EPROTO, then worked */
+	/* Detection times, ns: the survivor's (a consumer's stamp, else the
+	 * driver's watch verdict), split by who, and the driver's pidfd. */
+	struct samples {
+		uint64_t *v;
+		size_t n;
+	} s[4];
 	const char *skip_note;
 	double seconds;
+};
+
+enum { S_SURVIVOR = 0, S_PEER, S_DRIVER, S_PIDFD, S_COUNT };
+
+/* A SIGKILL death, for matching with the survivors' stamps. */
+struct death {
+	uint32_t role;
+	uint64_t epoch;          /* 0: died before it attached */
+	uint64_t t0;             /* kill time */
+	uint64_t pidfd_ns, watch_ns;
+};
+
+/* A consumer's detection stamp (crash_ledger.h, struct crash_det). */
+struct stamp {
+	uint32_t role, how;
+	uint64_t epoch, ns;
 };
 
 struct crun {
@@ -116,6 +153,11 @@ struct crun {
 	bool fatal;
 	bool ledger_full;
 	double ewma_drain_us;
+	struct death *deaths;
+	size_t ndeaths;
+	struct stamp *stamps;
+	size_t nstamps;
+	uint64_t det_read[CRASH_MAX_CONS]; /* log entries taken from each consumer */
 };
 
 static uint64_t rnd(struct crun *cr)
@@ -129,74 +171,144 @@ static uint64_t rnd_range(struct crun *cr, uint64_t lo, uint64_t hi)
 }
 
 /* ------------------------------------------------------------------ */
-/* Liveness: the one place the driver decides that a peer died, and when. */
-/* Default: a pidfd per incarnation (pidfd_open, Linux >= 5.3), polled;   */
-/* without one, waitpid(WNOHANG) on every tick. --detect watch uses the   */
-/* region's liveness watch instead (portal_region_watch_open/_fd/_status: */
-/* the same pidfd hint, the verdict from the slot's OS lock). To move the */
-/* detection into the survivors, have them stamp the time they learned it */
-/* (portal_region_watch_status, or PORTAL_EPEERDEAD from a doorbell wait) */
-/* in their ledger line and take that instead of the time below.         */
+/* Liveness                                                            */
 /* ------------------------------------------------------------------ */
 
+/*
+ * The one place the driver decides that a peer died, and when.
+ * --detect watch (the default): the region's liveness watch on the role's
+ * slot (portal_region_watch_open/_fd/_status); the watch's pidfd wakes the
+ * event loop, the verdict is the slot's OS lock, looked at on every pass.
+ * --detect pidfd: a pidfd of our own per incarnation. Either way a death
+ * before the incarnation attached is seen from the process itself (pidfd,
+ * waitid). The consumers' own detection of producer deaths is in
+ * crash_peer.c; collect_stamps() gathers it.
+ */
+
 static _Atomic uint32_t *running_word(struct crun *cr, struct role *r);
+
+/*
+ * Has PID exited (a zombie not yet reaped)? Does not reap. waitid, not
+ * waitpid: wait4 rejects WNOWAIT with EINVAL (the harness once asked it
+ * that way and took every correct DEAD verdict for a false one), and
+ * kill(pid, 0) succeeds on a zombie.
+ */
+static bool exited(pid_t pid)
+{
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	return waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT | __WALL) == 0 &&
+	       si.si_pid == pid;
+}
+
+/* Wait at most MS for R's process to exit; true if it has. */
+static bool exited_within(struct role *r, int ms)
+{
+	struct pollfd pf = { .fd = r->pidfd, .events = POLLIN };
+
+	if (r->pidfd >= 0) {
+		if (poll(&pf, 1, ms) == 1 && !r->pidfd_ns)
+			r->pidfd_ns = crash_now_ns();
+		return exited(r->pid);
+	}
+	for (int i = 0; i < ms * 20; i++) {
+		if (exited(r->pid))
+			return true;
+		stress_sleep_us(50);
+	}
+	return exited(r->pid);
+}
 
 static void watch_begin(struct crun *cr, struct role *r)
 {
 	(void)cr;
 	r->pidfd = (int)syscall(SYS_pidfd_open, r->pid, 0);
+	r->epoch = r->pidfd_ns = r->watch_ns = 0;
 }
 
-/* The fd to poll for R's death, or -1 (check it on every tick). A region
- * watch is opened once the incarnation runs: before it has attached, the
- * slot still shows its dead predecessor. */
+/* Once R's incarnation runs (it has attached), note its epoch, and with
+ * --detect watch open the watch: before the attach the slot still shows
+ * its dead predecessor. */
+static void note_running(struct crun *cr, struct role *r)
+{
+	struct portal_participant_info pi;
+
+	if (r->epoch ||
+	    atomic_load_explicit(running_word(cr, r), memory_order_acquire) != r->inc)
+		return;
+	if (portal_region_participant(cr->run.reg, r->side, &pi) == 0 && pi.pid == (uint64_t)r->pid &&
+	    pi.state == PORTAL_PART_ACTIVE)
+		r->epoch = pi.epoch;
+	if (cr->o->watch && !r->watch)
+		portal_region_watch_open(cr->run.reg, r->side, NULL, &r->watch);
+}
+
+/* The fd that wakes the event loop when R dies, or -1 (then the loop
+ * ticks every 0.2 ms). */
 static int watch_fd(struct crun *cr, struct role *r)
 {
-	if (!cr->o->watch)
-		return r->pidfd;
-	if (!r->watch && atomic_load_explicit(running_word(cr, r), memory_order_acquire) == r->inc)
-		portal_region_watch_open(cr->run.reg, r->side, NULL, &r->watch);
-	return r->watch ? portal_region_watch_fd(r->watch) : -1;
+	int fd;
+
+	note_running(cr, r);
+	fd = cr->o->watch && r->watch ? portal_region_watch_fd(r->watch) : -1;
+	return fd >= 0 ? fd : r->pidfd;
 }
 
-/* Is R dead? READABLE: its fd fired. */
+/* A verdict the process contradicts: say so once per incarnation. */
+static void wrong_verdict(struct crun *cr, struct role *r, const struct portal_peer_status *ps,
+			  const char *what)
+{
+	struct portal_participant_info pi;
+
+	if (r->watch_wrong++)
+		return;
+	portal_region_participant(cr->run.reg, r->side, &pi);
+	printf("crash: %s: watch said %u (method %u, epoch %#llx watched %#llx) for %s pid %ld; "
+	       "slot: state %u pid %llu flags %#x\n",
+	       crash_kind_names[cr->kind], ps->state, ps->method, (unsigned long long)ps->epoch,
+	       (unsigned long long)ps->watched_epoch, what, (long)r->pid, pi.state,
+	       (unsigned long long)pi.pid, pi.flags);
+	cr->st->errors++;
+}
+
+/* Is R dead (or gone: a clean exit)? READABLE: its fd fired. */
 static bool watch_dead(struct crun *cr, struct role *r, bool readable)
 {
-	if (cr->o->watch && r->watch) {
-		struct portal_peer_status ps;
+	struct portal_peer_status ps;
 
-		if (portal_region_watch_status(r->watch, &ps) == 0 &&
-		    (ps.state == PORTAL_PEER_DEAD || ps.state == PORTAL_PEER_GONE)) {
-			/* The verdict, checked against the process (its lock
-			 * goes a moment before it can be reaped). */
-			for (int i = 0; i < 1000; i++) {
-				if (waitpid(r->pid, NULL, WNOHANG | WNOWAIT | __WALL) == r->pid)
-					return true;
-				stress_sleep_us(50);
-			}
-			if (r->watch_wrong++ == 0) {
-				struct portal_participant_info pi;
-
-				portal_region_participant(cr->run.reg, r->side, &pi);
-				printf("crash: watch said %s (method %u, epoch %#llx watched %#llx) "
-				       "for live pid %ld; slot: state %u pid %llu flags %#x\n",
-				       ps.state == PORTAL_PEER_DEAD ? "DEAD" : "GONE", ps.method,
-				       (unsigned long long)ps.epoch,
-				       (unsigned long long)ps.watched_epoch, (long)r->pid, pi.state,
-				       (unsigned long long)pi.pid, pi.flags);
-				cr->st->errors++;
-			}
-			return false;
+	if (!cr->o->watch || !r->watch || portal_region_watch_status(r->watch, &ps) != 0)
+		return readable ? exited_within(r, VERDICT_CONFIRM_MS) : exited(r->pid);
+	switch (ps.state) {
+	case PORTAL_PEER_GONE:
+		return exited(r->pid); /* it detached: a clean exit under way */
+	case PORTAL_PEER_DEAD:
+		if (!r->watch_ns)
+			r->watch_ns = crash_now_ns();
+		/* Check the verdict against the process. The kernel drops
+		 * the lock while it tears the process down, a moment before
+		 * the process can be reaped and its pidfd fires: wait for
+		 * that, not just look once (once per incarnation). */
+		if (r->watch_wrong ? exited(r->pid) : exited_within(r, VERDICT_CONFIRM_MS))
+			return true;
+		if (!r->watch_wrong)
+			cr->st->watch_false++;
+		wrong_verdict(cr, r, &ps, "live");
+		return false;
+	case PORTAL_PEER_ALIVE:
+		/* The pidfd fired: the process has exited, so its lock is
+		 * free; ALIVE would be a death the watch missed. */
+		if (readable && exited(r->pid)) {
+			cr->st->watch_missed++;
+			wrong_verdict(cr, r, &ps, "exited");
+			return true;
 		}
-		/* The slot is free or not yet claimed (death before attach):
-		 * the process itself decides. */
-		if (ps.state != PORTAL_PEER_ABSENT)
-			return false;
-	} else if (readable) {
-		return true;
+		return false;
+	default:
+		/* RESTARTED or ABSENT: nobody else attaches our sides. */
+		wrong_verdict(cr, r, &ps, "our");
+		return exited(r->pid);
 	}
-	return waitpid(r->pid, NULL, WNOHANG | WNOWAIT | __WALL) == r->pid ||
-	       kill(r->pid, 0) != 0;
 }
 
 static void watch_end(struct role *r)
@@ -206,6 +318,34 @@ static void watch_end(struct role *r)
 	r->pidfd = -1;
 	portal_region_watch_close(r->watch);
 	r->watch = NULL;
+}
+
+/* Take the consumers' new detection stamps out of their ledger logs. */
+static void collect_stamps(struct crun *cr)
+{
+	for (unsigned c = 0; c < cr->ncons; c++) {
+		struct crash_det_log *lg = &cr->led->det[c];
+		/* L7: pairs with the consumer's release in stamp(). */
+		uint64_t n = atomic_load_explicit(&lg->count, memory_order_acquire);
+		uint64_t i = cr->det_read[c];
+
+		if (n - i > CRASH_DET_LOG) {
+			printf("crash: %s: consumer %u detection log overrun\n",
+			       crash_kind_names[cr->kind], c);
+			i = n - CRASH_DET_LOG;
+		}
+		for (; i < n && cr->nstamps < MAX_STAMPS; i++) {
+			struct crash_det *e = &lg->e[i % CRASH_DET_LOG];
+			struct stamp *sp = &cr->stamps[cr->nstamps++];
+
+			/* Relaxed: ordered by L7. */
+			sp->epoch = atomic_load_explicit(&e->epoch, memory_order_relaxed);
+			sp->ns = atomic_load_explicit(&e->ns, memory_order_relaxed);
+			sp->role = atomic_load_explicit(&e->role, memory_order_relaxed);
+			sp->how = atomic_load_explicit(&e->how, memory_order_relaxed);
+		}
+		cr->det_read[c] = n;
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -354,15 +494,8 @@ static void after_death(struct crun *cr, struct role *r)
 	add_window(cr, intent);
 }
 
-static void sample(struct crun *cr, uint64_t ns)
-{
-	if (cr->st->nsamples < MAX_SAMPLES)
-		cr->st->samples[cr->st->nsamples++] = ns;
-}
-
-/* R has exited with STATUS (already reaped), seen at DETECT_NS: account
- * for the death. */
-static void reaped(struct crun *cr, struct role *r, uint64_t detect_ns, int status)
+/* R has exited with STATUS (already reaped): account for the death. */
+static void reaped(struct crun *cr, struct role *r, int status)
 {
 	watch_end(r);
 	r->alive = false;
@@ -379,8 +512,11 @@ static void reaped(struct crun *cr, struct role *r, uint64_t detect_ns, int stat
 			cr->st->by_point++;
 			cr->st->point_hits[r->plan]++;
 		}
-		if (t0 && detect_ns >= t0)
-			sample(cr, detect_ns - t0);
+		if (t0 && cr->ndeaths < MAX_DEATHS)
+			cr->deaths[cr->ndeaths++] = (struct death){
+				.role = role_index(cr, r), .epoch = r->epoch, .t0 = t0,
+				.pidfd_ns = r->pidfd_ns, .watch_ns = r->watch_ns,
+			};
 		if (r->target)
 			r->injected = true;
 		r->killed_ns = 0;
@@ -397,8 +533,8 @@ static void reaped(struct crun *cr, struct role *r, uint64_t detect_ns, int stat
 	cr->fatal = true;
 }
 
-/* Reap R (known dead or exiting) at DETECT_NS. */
-static void reap(struct crun *cr, struct role *r, uint64_t detect_ns)
+/* Reap R (known dead or exiting). */
+static void reap(struct crun *cr, struct role *r)
 {
 	int status = 0;
 	pid_t w;
@@ -406,16 +542,21 @@ static void reap(struct crun *cr, struct role *r, uint64_t detect_ns)
 	do
 		w = waitpid(r->pid, &status, 0);
 	while (w < 0 && errno == EINTR);
-	reaped(cr, r, detect_ns, status);
+	reaped(cr, r, status);
 }
 
 /*
  * Is R (stopped) inside a claim: its claim record of an MP/MC side shows a
  * claim that the side's head has passed (its CAS won) and the side's tail
  * has not (not yet published)? The same judgement recovery makes, read
- * from the ABI (claim records follow the slots).
+ * from the ABI (claim records follow the slots). Returns 0 (no), CLAIM_COPY
+ * (its copy is not done: recovery poisons or hands over its elements) or
+ * CLAIM_DONE (done, waiting for an earlier claim to be published: its
+ * elements already count, and recovery must publish, not poison them).
  */
-static bool in_claim(struct crun *cr, struct role *r)
+enum { CLAIM_COPY = 1, CLAIM_DONE = 2 };
+
+static int in_claim(struct crun *cr, struct role *r)
 {
 	const struct portal_ring_hdr *h = cr->qmem;
 	const struct portal_ring_claim *recs = (const struct portal_ring_claim *)(
@@ -429,17 +570,18 @@ static bool in_claim(struct crun *cr, struct role *r)
 		recs += h->max_producers;
 	for (unsigned i = 0; i < nrec; i++) {
 		const struct portal_ring_claim *c = &recs[i];
-		uint64_t x, n, hd, tl;
+		uint64_t x, n, hd, tl, dn;
 
 		if (atomic_load_explicit(&c->state, memory_order_acquire) != PORTAL_CLAIM_HELD ||
 		    atomic_load_explicit(&c->owner, memory_order_relaxed) != (uint64_t)r->pid)
 			continue;
 		x = atomic_load_explicit(&c->head, memory_order_acquire);
 		n = atomic_load_explicit(&c->count, memory_order_relaxed);
+		dn = atomic_load_explicit(&c->done, memory_order_acquire);
 		hd = atomic_load_explicit(head, memory_order_acquire);
 		tl = atomic_load_explicit(tail, memory_order_acquire);
 		if (n == 0 || (int64_t)(hd - x) <= 0 || (int64_t)(tl - x) > 0)
-			return false;
+			return 0;
 		/* Another record at the same head: a claimant that lost its
 		 * CAS there and will move on; not ours for sure. */
 		for (unsigned j = 0; j < nrec; j++)
@@ -447,10 +589,10 @@ static bool in_claim(struct crun *cr, struct role *r)
 			    atomic_load_explicit(&recs[j].state, memory_order_relaxed) != PORTAL_CLAIM_FREE &&
 			    atomic_load_explicit(&recs[j].head, memory_order_relaxed) == x &&
 			    atomic_load_explicit(&recs[j].count, memory_order_relaxed))
-				return false;
-		return true;
+				return 0;
+		return dn == x + n ? CLAIM_DONE : CLAIM_COPY;
 	}
-	return false;
+	return 0;
 }
 
 /*
@@ -465,7 +607,7 @@ static bool in_claim(struct crun *cr, struct role *r)
 
 static void snipe(struct crun *cr, struct role *r)
 {
-	int status = 0;
+	int status = 0, claim;
 	pid_t w;
 
 	kill(r->pid, SIGSTOP);
@@ -473,13 +615,15 @@ static void snipe(struct crun *cr, struct role *r)
 		w = waitpid(r->pid, &status, WUNTRACED);
 	while (w < 0 && errno == EINTR);
 	if (w == r->pid && !WIFSTOPPED(status)) {
-		reaped(cr, r, crash_now_ns(), status); /* it left on its own */
+		reaped(cr, r, status); /* it left on its own */
 		return;
 	}
-	if (in_claim(cr, r)) {
+	claim = in_claim(cr, r);
+	if (claim) {
+		cr->st->in_claim += claim == CLAIM_COPY;
+		cr->st->in_claim_done += claim == CLAIM_DONE;
 		r->killed_ns = crash_now_ns();
 		kill(r->pid, SIGKILL);
-		cr->st->in_claim++;
 		return;
 	}
 	kill(r->pid, SIGCONT);
@@ -499,6 +643,7 @@ static unsigned poll_once(struct crun *cr, unsigned timeout_us)
 {
 	struct pollfd pfd[CRASH_MAX_ROLES];
 	struct role *who[CRASH_MAX_ROLES];
+	bool readable[CRASH_MAX_ROLES] = { false };
 	uint64_t now = crash_now_ns(), next = now + (uint64_t)timeout_us * 1000;
 	unsigned n = 0, deaths = 0;
 	bool all_fds = true;
@@ -532,19 +677,23 @@ static unsigned poll_once(struct crun *cr, unsigned timeout_us)
 	}
 	now = crash_now_ns();
 	for (unsigned i = 0; i < n; i++)
-		if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) && who[i]->alive &&
-		    watch_dead(cr, who[i], true)) {
-			reap(cr, who[i], now);
-			deaths++;
+		if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) {
+			readable[who[i] - cr->roles] = true;
+			if (!who[i]->pidfd_ns)
+				who[i]->pidfd_ns = now;
 		}
+	/* Every live role, every pass: with --detect watch, the verdict is
+	 * the slot's lock (one fcntl), whether or not a pidfd fired. */
 	for (unsigned i = 0; i < cr->nroles; i++) {
 		struct role *r = &cr->roles[i];
 
-		if (r->alive && watch_fd(cr, r) < 0 && watch_dead(cr, r, false)) {
-			reap(cr, r, crash_now_ns());
+		if (r->alive && (readable[i] || cr->o->watch || r->pidfd < 0) &&
+		    watch_dead(cr, r, readable[i])) {
+			reap(cr, r);
 			deaths++;
 		}
 	}
+	collect_stamps(cr);
 	/* Random moments that have come: kill them together ("both"). */
 	now = crash_now_ns();
 	for (unsigned i = 0; i < cr->nroles; i++) {
@@ -1065,6 +1214,7 @@ static void final_check(struct crun *cr)
 			}
 		}
 		st->resumed += cr->led->prod[p].resumed;
+		st->attach_eproto += cr->led->prod[p].attach_eproto;
 	}
 	/* The take window: a consumer that died between dequeue and record
 	 * (its intent token never recorded) took at most one message each. */
@@ -1083,8 +1233,76 @@ static void final_check(struct crun *cr)
 		st->recovered += cl->recovered;
 		st->rescues += cl->rescues;
 		st->bad += cl->bad;
+		st->attach_eproto += cl->attach_eproto;
 	}
 	st->errors += st->bad + st->phantom;
+}
+
+static void sample(struct samples *sm, uint64_t ns)
+{
+	if (sm->n < MAX_SAMPLES)
+		sm->v[sm->n++] = ns;
+}
+
+static int cmp_stamp(const void *a, const void *b)
+{
+	const struct stamp *x = a, *y = b;
+
+	if (x->role != y->role)
+		return x->role < y->role ? -1 : 1;
+	if (x->epoch != y->epoch)
+		return x->epoch < y->epoch ? -1 : 1;
+	return x->ns < y->ns ? -1 : x->ns > y->ns;
+}
+
+/*
+ * Detection times of the kind's deaths. The survivor's figure: the first
+ * consumer stamp for that role and incarnation (a producer's death), else
+ * the driver's own watch verdict (a consumer's death, or a producer's whose
+ * consumers died with it; --detect watch only). A stamp earlier than the
+ * kill is a false verdict (the watch called a live producer dead): an
+ * error. The pidfd figure: when the driver's event loop saw the pidfd.
+ */
+static void match_detections(struct crun *cr)
+{
+	struct stats *st = cr->st;
+
+	qsort(cr->stamps, cr->nstamps, sizeof(*cr->stamps), cmp_stamp);
+	for (size_t i = 0; i < cr->ndeaths; i++) {
+		const struct death *d = &cr->deaths[i];
+		struct stamp key = { .role = d->role, .epoch = d->epoch }, *sp = NULL;
+		size_t lo = 0, hi = cr->nstamps;
+
+		if (d->pidfd_ns >= d->t0)
+			sample(&st->s[S_PIDFD], d->pidfd_ns - d->t0);
+		while (d->epoch && lo < hi) { /* the first stamp of (role, epoch) */
+			size_t mid = lo + (hi - lo) / 2;
+
+			if (cmp_stamp(&cr->stamps[mid], &key) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (d->epoch && lo < cr->nstamps && cr->stamps[lo].role == d->role &&
+		    cr->stamps[lo].epoch == d->epoch)
+			sp = &cr->stamps[lo];
+		if (sp && sp->ns < d->t0) {
+			st->det_early++;
+			st->errors++;
+			printf("crash: %s: a consumer declared %s %u (epoch %#llx) dead %.1f us "
+			       "before it was killed\n", crash_kind_names[cr->kind],
+			       d->role < cr->nprod ? "producer" : "consumer", d->role,
+			       (unsigned long long)d->epoch, (double)(d->t0 - sp->ns) / 1e3);
+		} else if (sp) {
+			sample(&st->s[S_SURVIVOR], sp->ns - d->t0);
+			sample(&st->s[S_PEER], sp->ns - d->t0);
+			st->det_doorbell += sp->how == CRASH_DET_DOORBELL;
+			st->det_restarted += sp->how == CRASH_DET_RESTARTED;
+		} else if (d->watch_ns >= d->t0 && d->watch_ns) {
+			sample(&st->s[S_SURVIVOR], d->watch_ns - d->t0);
+			sample(&st->s[S_DRIVER], d->watch_ns - d->t0);
+		}
+	}
 }
 
 static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stats *st)
@@ -1104,6 +1322,16 @@ static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stat
 	cr->ncons = crash_kind_ncons(kind);
 	cr->nroles = cr->nprod + cr->ncons;
 	cr->ewma_drain_us = 500;
+	cr->deaths = calloc(MAX_DEATHS, sizeof(*cr->deaths));
+	cr->stamps = calloc(MAX_STAMPS, sizeof(*cr->stamps));
+	if (!cr->deaths || !cr->stamps) {
+		printf("crash: %s: out of memory\n", crash_kind_names[kind]);
+		st->errors++;
+		free(cr->deaths);
+		free(cr->stamps);
+		free(cr);
+		return;
+	}
 	cr->recovery = (kind == CRASH_KIND_MPSC || kind == CRASH_KIND_MPMC) && probe_recovery(kind);
 	if ((kind == CRASH_KIND_MPSC || kind == CRASH_KIND_MPMC) && !cr->recovery)
 		st->skip_note = kind == CRASH_KIND_MPSC
@@ -1124,6 +1352,8 @@ static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stat
 		if (skip)
 			printf("skipped: %s\n", skip);
 		st->errors += skip ? 0 : 1;
+		free(cr->deaths);
+		free(cr->stamps);
 		free(cr);
 		return;
 	}
@@ -1132,6 +1362,8 @@ static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stat
 		printf("crash: %s: ledger or queue set-up failed\n", crash_kind_names[kind]);
 		st->errors++;
 		driver_teardown(&cr->run);
+		free(cr->deaths);
+		free(cr->stamps);
 		free(cr);
 		return;
 	}
@@ -1181,9 +1413,13 @@ static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stat
 		}
 	}
 	kill_all(cr);
+	collect_stamps(cr);
 	final_check(cr);
+	match_detections(cr);
 	st->seconds = stress_now() - t0;
 	driver_teardown(&cr->run);
+	free(cr->deaths);
+	free(cr->stamps);
 	free(cr);
 }
 
@@ -1191,20 +1427,25 @@ static void run_kind(const struct opts *o, int kind, uint64_t quota, struct stat
 /* Report                                                              */
 /* ------------------------------------------------------------------ */
 
-static uint64_t pct(const uint64_t *v, size_t n, double q)
+static uint64_t pct(struct samples *sm, double q)
 {
-	return n ? v[(size_t)(q * (double)(n - 1) + 0.5)] : 0;
+	return sm->n ? sm->v[(size_t)(q * (double)(sm->n - 1) + 0.5)] : 0;
 }
 
 static bool report(const char *name, struct stats *st)
 {
-	qsort(st->samples, st->nsamples, sizeof(uint64_t), cmp_u64);
+	static const char *const sname[S_COUNT] = { "survivor", "peer", "driver_watch", "pidfd" };
+
+	for (int i = 0; i < S_COUNT; i++)
+		qsort(st->s[i].v, st->s[i].n, sizeof(uint64_t), cmp_u64);
 	printf("crash: kind=%s injections=%llu points=%llu random=%llu both_rounds=%llu "
 	       "committed=%llu delivered=%llu lost=%llu duplicated=%llu hangs=%llu errors=%llu "
 	       "lost_taken=%llu in_doubt=%llu in_doubt_delivered=%llu skipped_redelivery=%llu "
-	       "resumed_commits=%llu in_claim=%llu poison=%llu recovered=%llu doorbell_rescues=%llu "
-	       "snipe_missed=%llu point_missed=%llu restarts=%llu detect_p50_us=%.1f detect_p99_us=%.1f detect_max_us=%.1f "
-	       "seconds=%.1f\n",
+	       "resumed_commits=%llu in_claim=%llu in_claim_done=%llu poison=%llu recovered=%llu "
+	       "doorbell_rescues=%llu "
+	       "snipe_missed=%llu point_missed=%llu restarts=%llu detect_n=%zu detect_by_peer=%zu "
+	       "detect_p50_us=%.1f detect_p99_us=%.1f detect_max_us=%.1f pidfd_p50_us=%.1f "
+	       "pidfd_p99_us=%.1f pidfd_max_us=%.1f seconds=%.1f\n",
 	       name, (unsigned long long)st->injections, (unsigned long long)st->by_point,
 	       (unsigned long long)st->by_random, (unsigned long long)st->both_rounds,
 	       (unsigned long long)st->committed, (unsigned long long)st->delivered,
@@ -1213,16 +1454,31 @@ static bool report(const char *name, struct stats *st)
 	       (unsigned long long)st->lost_taken, (unsigned long long)st->in_doubt,
 	       (unsigned long long)st->doubt_delivered, (unsigned long long)st->skipped,
 	       (unsigned long long)st->resumed, (unsigned long long)st->in_claim,
+	       (unsigned long long)st->in_claim_done,
 	       (unsigned long long)st->poison,
 	       (unsigned long long)st->recovered, (unsigned long long)st->rescues,
 	       (unsigned long long)st->snipe_missed, (unsigned long long)st->point_missed,
-	       (unsigned long long)st->restarts, pct(st->samples, st->nsamples, 0.5) / 1e3,
-	       pct(st->samples, st->nsamples, 0.99) / 1e3,
-	       st->nsamples ? st->samples[st->nsamples - 1] / 1e3 : 0.0, st->seconds);
+	       (unsigned long long)st->restarts, st->s[S_SURVIVOR].n, st->s[S_PEER].n,
+	       pct(&st->s[S_SURVIVOR], 0.5) / 1e3, pct(&st->s[S_SURVIVOR], 0.99) / 1e3,
+	       pct(&st->s[S_SURVIVOR], 1.0) / 1e3, pct(&st->s[S_PIDFD], 0.5) / 1e3,
+	       pct(&st->s[S_PIDFD], 0.99) / 1e3, pct(&st->s[S_PIDFD], 1.0) / 1e3, st->seconds);
 	printf("crash: kind=%s points:", name);
 	for (int p = 1; p < CRASH_PT_COUNT; p++)
 		printf(" %s=%llu", crash_point_names[p], (unsigned long long)st->point_hits[p]);
 	printf("\n");
+	/* Who detected, and how fast: a consumer (by its doorbell wait or its
+	 * watch_status; "restarted" = it looked only after the successor had
+	 * attached), the driver's watch, the driver's pidfd. */
+	printf("crash: kind=%s detection:", name);
+	for (int i = S_PEER; i < S_COUNT; i++)
+		printf(" %s n=%zu p50=%.1f p99=%.1f max=%.1f us;", sname[i], st->s[i].n,
+		       pct(&st->s[i], 0.5) / 1e3, pct(&st->s[i], 0.99) / 1e3,
+		       pct(&st->s[i], 1.0) / 1e3);
+	printf(" by_doorbell=%llu by_restarted=%llu early=%llu watch_false_dead=%llu "
+	       "watch_missed=%llu attach_eproto=%llu\n",
+	       (unsigned long long)st->det_doorbell, (unsigned long long)st->det_restarted,
+	       (unsigned long long)st->det_early, (unsigned long long)st->watch_false,
+	       (unsigned long long)st->watch_missed, (unsigned long long)st->attach_eproto);
 	if (st->skip_note)
 		printf("crash: kind=%s %s\n", name, st->skip_note);
 	return st->lost == 0 && st->duplicated == 0 && st->hangs == 0 && st->errors == 0;
@@ -1232,7 +1488,8 @@ static void add_stats(struct stats *a, const struct stats *b)
 {
 	a->injections += b->injections, a->by_point += b->by_point, a->by_random += b->by_random;
 	a->both_rounds += b->both_rounds, a->rounds += b->rounds;
-	a->in_claim += b->in_claim, a->snipe_missed += b->snipe_missed;
+	a->in_claim += b->in_claim, a->in_claim_done += b->in_claim_done;
+	a->snipe_missed += b->snipe_missed;
 	a->point_missed += b->point_missed;
 	for (int p = 0; p < CRASH_PT_COUNT; p++)
 		a->point_hits[p] += b->point_hits[p];
@@ -1243,8 +1500,26 @@ static void add_stats(struct stats *a, const struct stats *b)
 	a->skipped += b->skipped, a->poison += b->poison, a->recovered += b->recovered;
 	a->rescues += b->rescues, a->resumed += b->resumed, a->bad += b->bad;
 	a->restarts += b->restarts, a->seconds += b->seconds;
-	for (size_t i = 0; i < b->nsamples && a->nsamples < MAX_SAMPLES; i++)
-		a->samples[a->nsamples++] = b->samples[i];
+	a->det_doorbell += b->det_doorbell, a->det_restarted += b->det_restarted;
+	a->det_early += b->det_early, a->watch_false += b->watch_false;
+	a->watch_missed += b->watch_missed, a->attach_eproto += b->attach_eproto;
+	for (int i = 0; i < S_COUNT; i++)
+		for (size_t j = 0; j < b->s[i].n; j++)
+			sample(&a->s[i], b->s[i].v[j]);
+}
+
+static bool stats_alloc(struct stats *st)
+{
+	for (int i = 0; i < S_COUNT; i++)
+		if (!(st->s[i].v = calloc(MAX_SAMPLES, sizeof(uint64_t))))
+			return false;
+	return true;
+}
+
+static void stats_free(struct stats *st)
+{
+	for (int i = 0; i < S_COUNT; i++)
+		free(st->s[i].v);
 }
 
 static int parse(struct opts *o, int argc, char **argv)
@@ -1254,6 +1529,7 @@ static int parse(struct opts *o, int argc, char **argv)
 	o->budget = 256;
 	o->seed = (uint64_t)getpid();
 	o->hang_s = 10;
+	o->watch = true;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
@@ -1309,7 +1585,7 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (parse(&o, argc, argv)) {
 		fprintf(stderr, "usage: portal_crash [--injections N] [--kinds spsc,msg,msg_block,"
-				"mpsc,mpmc] [--budget B] [--seed S] [--detect pidfd|watch] "
+				"mpsc,mpmc] [--budget B] [--seed S] [--detect watch|pidfd] "
 				"[--hang-seconds T] [--sabotage lose|dup] [-v]\n");
 		return 2;
 	}
@@ -1317,7 +1593,10 @@ int main(int argc, char **argv)
 		printf("skipped: PORTAL_TEST_BINDIR is not set (run through ctest)\n");
 		return 77;
 	}
-	all.samples = calloc(MAX_SAMPLES, sizeof(uint64_t));
+	if (!stats_alloc(&all)) {
+		printf("crash: out of memory\n");
+		return 1;
+	}
 	for (int k = 0; k < CRASH_KIND_COUNT; k++)
 		nk += (o.kinds >> k) & 1;
 	printf("crash: seed=%llu injections=%llu kinds=%u budget=%u detect=%s\n",
@@ -1330,13 +1609,16 @@ int main(int argc, char **argv)
 		if (!((o.kinds >> k) & 1))
 			continue;
 		quota = o.injections / nk + (k_i++ < o.injections % nk ? 1 : 0);
-		st.samples = calloc(MAX_SAMPLES, sizeof(uint64_t));
+		if (!stats_alloc(&st)) {
+			printf("crash: out of memory\n");
+			return 1;
+		}
 		run_kind(&o, k, quota, &st);
 		ok &= report(crash_kind_names[k], &st);
 		add_stats(&all, &st);
-		free(st.samples);
+		stats_free(&st);
 	}
 	ok &= report("all", &all);
-	free(all.samples);
+	stats_free(&all);
 	return ok ? 0 : 1;
 }

@@ -6,9 +6,10 @@
  * which the producers record what they committed and the consumers what
  * they delivered (docs/crash-injection.md).
  *
- * Who writes what. Each producer and consumer line is written only by the
- * incarnations of that role (one at a time: the driver starts the next one
- * only after it has reaped the last). The driver line and the recovery
+ * Who writes what. Each producer and consumer line, and each consumer's
+ * detection log, is written only by the incarnations of that role (one at
+ * a time: the driver starts the next one only after it has reaped the
+ * last). The driver line and the recovery
  * requests' `what` words are written by the driver; a request's `state` by
  * the driver (pending, reset) and by the consumer that serves it (CAS).
  * The per-sequence arrays are written by the consumers (CAS) and by the
@@ -25,6 +26,8 @@
  *   L5  driver: stop, prod_done (release) / peers acquire
  *   L6  request: driver's what, then PENDING (release) / server's CAS
  *       (acquire); server's recovery, then DONE (release) / driver acquire
+ *   L7  consumer: a detection entry, then its log's count (release) /
+ *       driver acquire
  *
  * Delivery record. deliv[p][s] != 0 means message s of producer p was
  * delivered: a consumer took it, checked its stamp and checksum, and stored
@@ -96,6 +99,13 @@ static inline int crash_kind_is_msg(int k)
 	return k == CRASH_KIND_MSG || k == CRASH_KIND_MSG_BLOCK;
 }
 
+/* Participant side of role index ROLE (producers first, then consumers;
+ * side 0 is the driver). */
+static inline uint32_t crash_role_side(unsigned role)
+{
+	return role + 1;
+}
+
 /*
  * Named kill points: the peer raises SIGKILL on itself there, on the N-th
  * message of its incarnation (--point NAME --after N).
@@ -160,7 +170,9 @@ struct crash_prod_line {
 	_Atomic uint64_t kill_ns;    /* CLOCK_MONOTONIC ns just before raise(SIGKILL) */
 	_Atomic uint32_t running;    /* incarnation number, once its loop runs */
 	_Atomic uint32_t claim;      /* claim record held + 1 (0: none), informative */
-	uint8_t pad[72];
+	_Atomic uint64_t attach_eproto; /* ring attaches that said PORTAL_EPROTO and
+	                              * succeeded when tried again (crash_peer.c) */
+	uint8_t pad[64];
 };
 _Static_assert(sizeof(struct crash_prod_line) == 128, "line");
 
@@ -185,9 +197,44 @@ struct crash_cons_line {
 	_Atomic uint64_t proto;      /* ring errors seen (quarantine): fatal */
 	_Atomic uint32_t running;
 	_Atomic uint32_t claim;
-	uint8_t pad[16];
+	_Atomic uint64_t attach_eproto; /* as for producers */
+	uint8_t pad[8];
 };
 _Static_assert(sizeof(struct crash_cons_line) == 128, "line");
+
+/*
+ * Survivor-side detection. A consumer that learns through Portal's liveness
+ * layer that a producer incarnation died (its doorbell wait returned
+ * PORTAL_EPEERDEAD, or portal_region_watch_status said DEAD or RESTARTED)
+ * appends one entry: which role, which incarnation (the participant epoch
+ * the watch watched) and when (CLOCK_MONOTONIC). The driver matches entries
+ * to the deaths it caused by role and epoch. Written only by the
+ * incarnations of that consumer: the entry, then `count` (release, L7).
+ * The driver drains the log every pass of its event loop (at most a
+ * millisecond apart), long before 64 more deaths could wrap it.
+ */
+#define CRASH_DET_LOG 64u
+
+enum crash_det_how {
+	CRASH_DET_DOORBELL  = 1, /* the doorbell wait that watches the producer */
+	CRASH_DET_STATUS    = 2, /* watch_status: DEAD */
+	CRASH_DET_RESTARTED = 3, /* watch_status: RESTARTED, the DEAD window missed */
+};
+
+struct crash_det {
+	_Atomic uint64_t epoch;      /* the dead incarnation's participant epoch */
+	_Atomic uint64_t ns;         /* when this consumer learned it */
+	_Atomic uint32_t role;       /* the dead role's index (a producer) */
+	_Atomic uint32_t how;        /* enum crash_det_how */
+	uint64_t pad;
+};
+_Static_assert(sizeof(struct crash_det) == 32, "det");
+
+struct crash_det_log {
+	_Atomic uint64_t count;      /* entries ever written; entry i at e[i % LOG] */
+	uint8_t pad[56];
+	struct crash_det e[CRASH_DET_LOG];
+};
 
 /* A recovery request: a producer or consumer died holding (perhaps) a
  * claim record of an MP/MC ring. `what` = role << 32 | pid, written by the
@@ -229,6 +276,7 @@ struct crash_ledger {
 	struct crash_req req[CRASH_MAX_REQ];
 	struct crash_prod_line prod[CRASH_MAX_PROD];
 	struct crash_cons_line cons[CRASH_MAX_CONS];
+	struct crash_det_log det[CRASH_MAX_CONS]; /* one per consumer */
 	/* arrays follow */
 };
 

@@ -38,8 +38,19 @@
  * recovery requests: a dead producer's unpublished claim is turned into
  * poison (portal_ring_recover_producer), a dead consumer's claim is handed
  * to the caller and delivered (portal_ring_recover_consumer).
+ *
+ * Survivor-side detection. Every consumer watches each producer's
+ * participant slot through Portal's liveness layer (portal_region_watch_*:
+ * the slot's OS lock) and stamps the moment it learns of a death into its
+ * ledger log (crash_ledger.h), from which the driver measures detection.
+ * The msg_block consumer sleeps in portal_doorbell_wait with no timeout and
+ * the producer's watch set on the doorbell: PORTAL_EPEERDEAD is its signal
+ * (a producer that died before ringing is found by the wait's liveness
+ * check, not by a timeout). The polling consumers look at the watch every
+ * OBSERVE_NS.
  */
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,8 +65,23 @@
 #include "stress/crash_ledger.h"
 #include "stress/stress.h"
 
-#define WAIT_NS   (INT64_C(10) * 1000000)  /* blocking consumer: doorbell wait timeout */
 #define IDLE_US   50                        /* producer with nothing allowed: nap */
+#define IDLE_SPINS 256                      /* consumer: backoff steps before it naps */
+/* msg_block consumer: the longest sleep of its doorbell wait between two
+ * looks at the producer's slot (the futex backend cannot poll a pidfd, so
+ * this bounds the detection of a death while asleep). */
+#define WATCH_CHECK_NS (INT64_C(1) * 1000000)
+/* Every consumer: look at the producers' slots at least this often, busy
+ * or idle (one F_OFD_GETLK per producer). */
+#define OBSERVE_NS     (UINT64_C(100) * 1000)
+
+/* A consumer's watch on one producer's slot. */
+struct pwatch {
+	portal_peer_watch_t *w;
+	bool looked;               /* the first look is done */
+	uint64_t skip;             /* epoch already dead at our first look: not ours to time */
+	uint64_t done;             /* epoch last stamped (or seen leaving cleanly) */
+};
 
 struct cpeer {
 	const char *uri;
@@ -77,6 +103,8 @@ struct cpeer {
 	portal_doorbell_t *db;
 	uint64_t nmsg;             /* messages this incarnation has started */
 	uint64_t tokens;           /* consumer: takes so far (token counter) */
+	struct pwatch pw[CRASH_MAX_PROD]; /* consumer: one per producer */
+	uint64_t last_observe;     /* consumer: crash_now_ns() of the last look */
 };
 
 static void plog(const struct cpeer *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -221,7 +249,9 @@ static int send_one(struct cpeer *c, uint64_t k)
 	point(c, CRASH_PT_BEFORE_WRITE);
 	stress_fill(elem, portal_ring_slot_size(c->q), stamp);
 	point(c, CRASH_PT_AFTER_WRITE);
-	while ((rc = portal_ring_enqueue_burst(c->q, elem, 1)) == 0)
+	/* 0: full. -EAGAIN: a recoverable MP ring that has not yet published
+	 * this handle's previous claim; nothing was enqueued, try again. */
+	while ((rc = portal_ring_enqueue_burst(c->q, elem, 1)) == 0 || rc == -EAGAIN)
 		stress_backoff(&b);
 	return rc == 1 ? 0 : rc;
 }
@@ -423,29 +453,155 @@ static int serve_requests(struct cpeer *c)
 	return 0;
 }
 
-static int ready_msg(void *arg)
+/* ------------------------------------------------------------------ */
+/* Liveness: the consumer as the survivor of a producer                */
+/* ------------------------------------------------------------------ */
+
+/* Log that producer ROLE's incarnation EPOCH is dead, learned at NS. */
+static void stamp(struct cpeer *c, unsigned role, uint64_t epoch, uint64_t ns, uint32_t how)
 {
-	return portal_msgring_ready(arg);
+	struct crash_det_log *lg = &c->led->det[c->id];
+	/* Relaxed: only this consumer's incarnations write the log, one at
+	 * a time (the driver starts the next after reaping the last). */
+	uint64_t n = atomic_load_explicit(&lg->count, memory_order_relaxed);
+	struct crash_det *e = &lg->e[n % CRASH_DET_LOG];
+
+	/* Relaxed: published by L7 below. */
+	atomic_store_explicit(&e->epoch, epoch, memory_order_relaxed);
+	atomic_store_explicit(&e->ns, ns, memory_order_relaxed);
+	atomic_store_explicit(&e->role, role, memory_order_relaxed);
+	atomic_store_explicit(&e->how, how, memory_order_relaxed);
+	/* L7: the entry, then the count; pairs with the driver's acquire in
+	 * collect_stamps. */
+	atomic_store_explicit(&lg->count, n + 1, memory_order_release);
 }
 
-/* Nothing to take now: 1 = the run is over, 0 = go on, < 0 error. */
-static int consumer_idle(struct cpeer *c, struct stress_backoff *b, bool *woke_by_timeout)
+/*
+ * Look at producer P's slot. A watched incarnation that is DEAD, or already
+ * replaced (RESTARTED: we did not look between its death and its
+ * successor's attach), is stamped once; HOW says who told us when DEAD. One
+ * that was dead at our first look died before we watched (a "both" round
+ * restarted us after it): not ours to time. RESTARTED re-arms the watch on
+ * the new incarnation (our ring handle stays valid: a producer restarts
+ * from the shared tails). Returns the state seen.
+ */
+static uint32_t observe_one(struct cpeer *c, unsigned p, uint32_t how)
+{
+	struct pwatch *pw = &c->pw[p];
+	struct portal_peer_status st;
+	uint64_t e;
+
+	if (!pw->w || portal_region_watch_status(pw->w, &st))
+		return PORTAL_PEER_ALIVE;
+	e = st.watched_epoch;
+	if (!pw->looked) {
+		pw->looked = true;
+		if (st.state == PORTAL_PEER_DEAD || st.state == PORTAL_PEER_RESTARTED)
+			pw->skip = e;
+	}
+	switch (st.state) {
+	case PORTAL_PEER_DEAD:
+	case PORTAL_PEER_RESTARTED:
+		if (e && e != pw->skip && e != pw->done)
+			stamp(c, p, e, crash_now_ns(),
+			      st.state == PORTAL_PEER_DEAD ? how : CRASH_DET_RESTARTED);
+		pw->done = e;
+		if (st.state == PORTAL_PEER_RESTARTED)
+			portal_region_watch_rearm(pw->w);
+		break;
+	case PORTAL_PEER_GONE:
+		pw->done = e; /* a clean exit (asked to quit): not a death */
+		break;
+	default:
+		break; /* ALIVE; ABSENT: not attached yet */
+	}
+	return st.state;
+}
+
+static void observe(struct cpeer *c)
+{
+	c->last_observe = crash_now_ns();
+	for (unsigned p = 0; p < c->led->nprod; p++)
+		observe_one(c, p, CRASH_DET_STATUS);
+}
+
+/* Every OBSERVE_NS, busy or not: a consumer draining another producer's
+ * messages is a survivor too. */
+static void maybe_observe(struct cpeer *c)
+{
+	if (crash_now_ns() - c->last_observe >= OBSERVE_NS)
+		observe(c);
+}
+
+/*
+ * A polling consumer with nothing to do sleeps US microseconds, on the
+ * producers' pidfd hints (portal_region_watch_fd) where it has them, so a
+ * producer's death ends the nap at once; then it looks (the hint is not
+ * the verdict: watch_status is).
+ */
+static void idle_sleep(struct cpeer *c, unsigned us)
+{
+	struct pollfd pf[CRASH_MAX_PROD];
+	struct timespec ts = { .tv_sec = 0, .tv_nsec = (long)us * 1000 };
+	nfds_t n = 0;
+
+	for (unsigned p = 0; p < c->led->nprod; p++) {
+		int fd = c->pw[p].w ? portal_region_watch_fd(c->pw[p].w) : -1;
+
+		if (fd >= 0)
+			pf[n].fd = fd, pf[n].events = POLLIN, pf[n++].revents = 0;
+	}
+	if (ppoll(pf, n, &ts, NULL) > 0)
+		observe(c);
+}
+
+/* The msg_block consumer's readiness: a message, or a reason to stop
+ * waiting (asked to exit, or the run is over). The wait has no timeout;
+ * its liveness checks call this at least every WATCH_CHECK_NS. */
+static int ready_block(void *arg)
+{
+	struct cpeer *c = arg;
+	int r = portal_msgring_ready(c->m);
+
+	if (r != 0)
+		return r;
+	/* L5: as in consumer_idle. */
+	return quit_asked(c) || atomic_load_explicit(&c->led->prod_done, memory_order_acquire);
+}
+
+/* Nothing to take now: 1 = the run is over, 0 = go on, < 0 error.
+ * *RESCUE: the wait ended with work while the producer was not alive (it
+ * died before ringing: its liveness check found the message). */
+static int consumer_idle(struct cpeer *c, struct stress_backoff *b, bool *rescue)
 {
 	/* L5: pairs with the driver's release of prod_done, which it stores
 	 * after reaping every producer (their commits came before). */
 	if (atomic_load_explicit(&c->led->prod_done, memory_order_acquire))
 		return 1;
 	if (c->db) {
-		uint64_t t0 = crash_now_ns();
-		int rc = portal_doorbell_wait(c->db, ready_msg, c->m, WAIT_NS);
+		int rc = portal_doorbell_wait(c->db, ready_block, c, -1);
+		uint32_t st;
 
-		/* The wait re-checks after its deadline and returns 0 if the
-		 * work is there: tell a timeout by the time it took. */
-		*woke_by_timeout = rc == -ETIMEDOUT ||
-				   crash_now_ns() - t0 >= (uint64_t)WAIT_NS * 9 / 10;
-		return rc == 0 || rc == -ETIMEDOUT ? 0 : rc;
+		if (rc != 0 && rc != PORTAL_EPEERDEAD)
+			return rc;
+		/* Who ended the wait: the producer's death (EPEERDEAD, or
+		 * the last look after it found work)? Stamp it now. */
+		st = observe_one(c, 0, CRASH_DET_DOORBELL);
+		if (rc == 0) {
+			*rescue = st != PORTAL_PEER_ALIVE && portal_msgring_ready(c->m) > 0;
+			return 0;
+		}
+		/* Dead, gone or being replaced, and nothing left: wait for
+		 * its successor without spinning. */
+		if (st != PORTAL_PEER_ALIVE)
+			stress_sleep_us(IDLE_US);
+		return 0;
 	}
-	stress_backoff(b);
+	if (b->n < IDLE_SPINS) {
+		stress_backoff(b);
+		return 0;
+	}
+	idle_sleep(c, b->n++ < 1024 ? 20 : 200);
 	return 0;
 }
 
@@ -453,7 +609,7 @@ static int consumer_msg(struct cpeer *c)
 {
 	struct crash_cons_line *cl = &c->led->cons[c->id];
 	struct stress_backoff b = { 0 };
-	bool timed_out = false;
+	bool rescue = false;
 
 	for (;;) {
 		const void *buf;
@@ -463,9 +619,10 @@ static int consumer_msg(struct cpeer *c)
 
 		if (quit_asked(c))
 			return 0;
+		maybe_observe(c);
 		rc = portal_msgring_peek(c->m, &buf, &len);
 		if (rc == -EAGAIN) {
-			rc = consumer_idle(c, &b, &timed_out);
+			rc = consumer_idle(c, &b, &rescue);
 			if (rc)
 				return rc > 0 ? 0 : CRASH_EXIT_FAIL;
 			continue;
@@ -475,11 +632,11 @@ static int consumer_msg(struct cpeer *c)
 			plog(c, "peek: %d (%s)", rc, portal_strerror(rc));
 			return CRASH_EXIT_FAIL;
 		}
-		if (timed_out)
-			/* A wait ran out and there was work: a ring that never
-			 * came (its producer died before notify). */
+		if (rescue)
+			/* A wait that watched the producer found work after its
+			 * death: a ring that never came (it died before notify). */
 			atomic_fetch_add_explicit(&cl->rescues, 1, memory_order_relaxed);
-		timed_out = false;
+		rescue = false;
 		stress_backoff_reset(&b);
 		c->nmsg++;
 		pos = msg_cons_pos(c);
@@ -512,6 +669,7 @@ static int consumer_desc(struct cpeer *c)
 
 		if (quit_asked(c))
 			return 0;
+		maybe_observe(c);
 		/* Before every take: a dead claimant ahead of us would hold
 		 * our dequeue in publish_in_order, and then only a consumer
 		 * outside dequeue (a restarted one) can recover it. */
@@ -526,6 +684,8 @@ static int consumer_desc(struct cpeer *c)
 				      memory_order_relaxed);
 		atomic_store_explicit(&cl->intent, tok, memory_order_relaxed);
 		n = portal_ring_dequeue_burst(c->q, elem, 1);
+		if (n == -EAGAIN)
+			n = 0; /* as for enqueue: nothing taken, try again */
 		if (n == 0) {
 			atomic_store_explicit(&cl->done, tok, memory_order_relaxed);
 			if (c->led->recovery && serve_requests(c))
@@ -589,6 +749,19 @@ static int parse_args(struct cpeer *c, int argc, char **argv)
 	return 0;
 }
 
+/* WHAT, and the descriptor ring's indices as they are now (relaxed: a
+ * diagnostic, the ring keeps moving). */
+static void ring_diag(struct cpeer *c, const char *what)
+{
+	const struct portal_ring_hdr *h = c->qmem;
+
+	plog(c, "%s: prod_head %llu prod_tail %llu cons_head %llu cons_tail %llu", what,
+	     (unsigned long long)atomic_load_explicit(&h->prod_head, memory_order_relaxed),
+	     (unsigned long long)atomic_load_explicit(&h->prod_tail, memory_order_relaxed),
+	     (unsigned long long)atomic_load_explicit(&h->cons_head, memory_order_relaxed),
+	     (unsigned long long)atomic_load_explicit(&h->cons_tail, memory_order_relaxed));
+}
+
 static int setup(struct cpeer *c)
 {
 	struct portal_region_opts opts = { .side = c->side, .ident = "crash peer" };
@@ -617,12 +790,28 @@ static int setup(struct cpeer *c)
 	if (crash_kind_is_msg(c->kind)) {
 		rc = portal_msgring_attach(c->qmem, c->qlen, role, &c->m);
 	} else {
+		_Atomic uint64_t *eproto = c->producer ? &c->led->prod[c->id].attach_eproto
+						       : &c->led->cons[c->id].attach_eproto;
+		unsigned tries = 0;
+
 		/* A dead predecessor's claim record stays held until a
-		 * consumer recovers it: take any free one, waiting if none. */
+		 * consumer recovers it: take any free one, waiting if none.
+		 * PORTAL_EPROTO from an attach while the ring moves has been
+		 * seen (rarely) with nothing wrong in the ring: attach's
+		 * snapshot of the two tails is not atomic (see
+		 * docs/crash-injection.md). Try again a few times, and count
+		 * it: a ring that is really corrupt fails every time. */
 		while ((rc = portal_ring_attach_claim(c->qmem, c->qlen, role,
 						      PORTAL_RING_CLAIM_ANY, (uint64_t)getpid(),
-						      &c->q)) == -EBUSY)
+						      &c->q)) == -EBUSY ||
+		       (rc == PORTAL_EPROTO && tries++ < 3)) {
+			if (rc == PORTAL_EPROTO)
+				ring_diag(c, "ring attach: PORTAL_EPROTO, trying again");
 			stress_backoff(&b);
+		}
+		if (rc == 0 && tries)
+			/* Relaxed: read by the driver after our death or exit. */
+			atomic_fetch_add_explicit(eproto, tries, memory_order_relaxed);
 		if (rc == 0 && c->producer)
 			atomic_store_explicit(&c->led->prod[c->id].claim,
 					      (uint32_t)(portal_ring_claim_slot(c->q) + 1),
@@ -634,11 +823,28 @@ static int setup(struct cpeer *c)
 	}
 	if (rc) {
 		plog(c, "ring attach: %d (%s)", rc, portal_strerror(rc));
+		if (!crash_kind_is_msg(c->kind))
+			ring_diag(c, "ring now");
 		return rc;
+	}
+	/* A consumer watches every producer's slot (the OS lock; no
+	 * heartbeat runs here). */
+	for (unsigned p = 0; !c->producer && p < c->led->nprod; p++) {
+		rc = portal_region_watch_open(c->reg, crash_role_side(p), NULL, &c->pw[p].w);
+		if (rc) {
+			plog(c, "watch_open side %u: %d (%s)", crash_role_side(p), rc,
+			     portal_strerror(rc));
+			return rc;
+		}
+		observe_one(c, p, CRASH_DET_STATUS); /* the first look */
 	}
 	if (c->kind == CRASH_KIND_MSG_BLOCK) {
 		struct portal_doorbell_opts o = { .eventfd = -1, .stream_fd = -1, .spin_ns = 2000 };
 
+		if (!c->producer) {
+			o.watch = c->pw[0].w;
+			o.watch_check_ns = WATCH_CHECK_NS;
+		}
 		rc = portal_doorbell_open(c->reg, CRASH_DB_NAME,
 					  c->producer ? PORTAL_DOORBELL_NOTIFIER : PORTAL_DOORBELL_WAITER,
 					  &o, &c->db);
@@ -648,6 +854,13 @@ static int setup(struct cpeer *c)
 		}
 	}
 	return 0;
+}
+
+/* The library's own warnings (a quarantine says why): to stderr, with our
+ * name, so a failed run shows them next to the driver's report. */
+static void peer_log(enum portal_log_level level, const char *msg, void *arg)
+{
+	plog(arg, "library %s: %s", level == PORTAL_LOG_ERROR ? "error" : "warning", msg);
 }
 
 int main(int argc, char **argv)
@@ -661,6 +874,7 @@ int main(int argc, char **argv)
 				"[--sabotage lose|dup]\n");
 		return CRASH_EXIT_USAGE;
 	}
+	portal_set_log(peer_log, &c, PORTAL_LOG_WARN);
 	if (setup(&c))
 		return CRASH_EXIT_SETUP;
 	if (c.producer) {
@@ -671,6 +885,8 @@ int main(int argc, char **argv)
 		rc = crash_kind_is_msg(c.kind) ? consumer_msg(&c) : consumer_desc(&c);
 	}
 	portal_doorbell_detach(c.db);
+	for (unsigned p = 0; p < CRASH_MAX_PROD; p++)
+		portal_region_watch_close(c.pw[p].w);
 	portal_ring_detach(c.q);
 	portal_msgring_detach(c.m);
 	portal_region_detach(c.reg);

@@ -361,6 +361,10 @@ PORTAL_API int portal_region_watch_open(const portal_region_t *r, uint32_t side,
  * claim and detach), then the fields. A free lock is re-checked against a
  * fresh `state` load: detach stores GONE before it drops the lock, so a
  * clean detach is never reported DEAD.
+ * A lock verdict of DEAD can come a moment before the dead process can be
+ * reaped and before its pidfd is readable (the kernel drops its locks while
+ * closing its files, then makes it a zombie): a parent that reaps on DEAD
+ * waits for the exit, it does not look once with WNOHANG.
  */
 PORTAL_API int portal_region_watch_status(portal_peer_watch_t *w, struct portal_peer_status *st);
 
