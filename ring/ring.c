@@ -305,9 +305,22 @@ int portal_ring_attach_claim(void *mem, size_t len, enum portal_ring_role role, 
 	r->poison = h.poison;
 	r->rec_slot = -1;
 
-	/* Start from the published tails; a restarted side resumes there. */
-	prod = atomic_load_explicit(&r->hdr->prod_tail, memory_order_acquire);
-	cons = atomic_load_explicit(&r->hdr->cons_tail, memory_order_acquire);
+	/* Start from the published tails; a restarted side resumes there.
+	 * cons_tail first, then prod_tail, then cons_tail again: both only
+	 * grow, so with cons_tail unchanged across the prod_tail load the
+	 * pair is one the ring really held (prod_tail first would let live
+	 * consumers pass the loaded prod_tail before cons_tail is read). A
+	 * peer that keeps moving cons_tail gets a bounded number of tries. */
+	for (unsigned tries = 0;; tries++) {
+		uint64_t again;
+
+		cons = atomic_load_explicit(&r->hdr->cons_tail, memory_order_acquire);
+		prod = atomic_load_explicit(&r->hdr->prod_tail, memory_order_acquire);
+		again = atomic_load_explicit(&r->hdr->cons_tail, memory_order_acquire);
+		if (again == cons || tries == 64)
+			break;
+		portal_cpu_relax();
+	}
 	if (prod - cons > r->capacity) {
 		free(r);
 		return PORTAL_EPROTO;
