@@ -42,6 +42,7 @@
 #include "common/atomic_internal.h"
 #include "portal/doorbell.h"
 #include "portal/region.h"
+#include "tests/test_util.h"
 
 #define PAGE 4096
 #define MS   INT64_C(1000000)
@@ -288,31 +289,15 @@ static portal_doorbell_t *attach(struct fx *f, enum portal_doorbell_role role, i
 	return attach_at(f->page, f->efd, role, spin_ns);
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / SEC), .tv_nsec = (long)(ns % SEC) };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /* Poll until the waiter is armed (or TIMEOUT passes). Returns 1 if armed. */
 static int wait_armed(struct portal_doorbell_shm *shm, int64_t timeout)
 {
-	int64_t end = now_ns() + timeout;
+	int64_t end = tu_now_ns() + timeout;
 
 	while (atomic_load_explicit(&shm->armed, memory_order_acquire) == 0) {
-		if (now_ns() > end)
+		if (tu_now_ns() > end)
 			return 0;
-		sleep_ns(100000);
+		tu_sleep_ns(100000);
 	}
 	return 1;
 }
@@ -564,18 +549,18 @@ static void test_wait_timeout(void **state)
 	int64_t t0, dt;
 
 	/* check once */
-	t0 = now_ns();
+	t0 = tu_now_ns();
 	assert_int_equal(portal_doorbell_wait(wt, ready_never, NULL, 0), -ETIMEDOUT);
 	assert_int_equal(portal_doorbell_wait(wt, ready_two, NULL, 0), 0);
-	assert_true(now_ns() - t0 < 100 * MS);
+	assert_true(tu_now_ns() - t0 < 100 * MS);
 
 	/* a deadline inside the spin phase */
 	assert_int_equal(portal_doorbell_wait(wt, ready_never, NULL, 5000), -ETIMEDOUT);
 
 	/* a deadline past it: arms, sleeps, times out, disarms */
-	t0 = now_ns();
+	t0 = tu_now_ns();
 	assert_int_equal(portal_doorbell_wait(wt, ready_never, NULL, 50 * MS), -ETIMEDOUT);
-	dt = now_ns() - t0;
+	dt = tu_now_ns() - t0;
 	assert_true(dt >= 50 * MS);
 	assert_true(dt < 2 * SEC);
 	assert_int_equal(atomic_load(&f->shm->armed), 0);
@@ -606,7 +591,7 @@ static void *notifier_thread(void *p)
 	if (!wait_armed(a->f->shm, 5 * SEC)) {
 		a->rc = -1000;
 	} else {
-		sleep_ns(a->delay_ns);
+		tu_sleep_ns(a->delay_ns);
 		publish(a->f->w);
 		a->rc = portal_doorbell_notify(nt);
 	}
@@ -661,7 +646,7 @@ static void child_notifier(struct fx *f, int efd)
 		_exit(2);
 	if (!wait_armed(f->shm, 5 * SEC))
 		_exit(3);
-	sleep_ns(20 * MS);
+	tu_sleep_ns(20 * MS);
 	publish(f->w);
 	rc = portal_doorbell_notify(nt);
 	portal_doorbell_detach(nt);
@@ -947,9 +932,9 @@ static void test_fd_poll(void **state)
 	assert_int_equal(portal_doorbell_ack(wt), 0);
 
 	/* detach stops the futex helper promptly */
-	t0 = now_ns();
+	t0 = tu_now_ns();
 	portal_doorbell_detach(wt);
-	assert_true(now_ns() - t0 < SEC);
+	assert_true(tu_now_ns() - t0 < SEC);
 	portal_doorbell_detach(nt);
 }
 
@@ -974,7 +959,7 @@ static void *error_thread(void *p)
 	if (!wait_armed(a->f->shm, 5 * SEC)) {
 		a->rc = -1000;
 	} else {
-		sleep_ns(10 * MS);
+		tu_sleep_ns(10 * MS);
 		atomic_store(&a->f->w->err, PORTAL_EPROTO);
 		a->rc = portal_doorbell_notify(nt);
 	}
@@ -1088,7 +1073,7 @@ static void watch_peer(struct fx *f, int regfd, bool vm, int up)
 	if (write(up, &ok, 1) != 1 || ok)
 		_exit(1);
 	n = attach_at(f->page, f->efd, PORTAL_DOORBELL_NOTIFIER, 0);
-	sleep_ns(30 * MS);
+	tu_sleep_ns(30 * MS);
 	publish(f->w);
 	portal_doorbell_notify(n);
 	if (!vm)
@@ -1138,9 +1123,9 @@ static void watch_case(struct fx *f, bool vm)
 	assert_int_equal(portal_doorbell_wait(wt, ready_work, f->w, -1), 0);
 	atomic_fetch_add_explicit(&f->w->consumed, 1, memory_order_relaxed);
 	/* ... then an endless wait ends with the peer's death. */
-	t0 = now_ns();
+	t0 = tu_now_ns();
 	assert_int_equal(portal_doorbell_wait(wt, ready_work, f->w, -1), PORTAL_EPEERDEAD);
-	took = now_ns() - t0;
+	took = tu_now_ns() - t0;
 	assert_true(took < 2 * SEC);
 	assert_int_equal(portal_region_watch_status(w, &st), 0);
 	assert_int_equal(st.state, PORTAL_PEER_DEAD);
@@ -1591,9 +1576,9 @@ static void *script_main(void *p)
 	for (i = 0; i < sc->n; i++) {
 		script_send(c, &sc->msgs[i]);
 		if (sc->msgs[i].bytes)
-			sleep_ns(20 * MS); /* a split message: the rest comes later */
+			tu_sleep_ns(20 * MS); /* a split message: the rest comes later */
 	}
-	sleep_ns((int64_t)sc->hold_ms * MS);
+	tu_sleep_ns((int64_t)sc->hold_ms * MS);
 	close(c);
 	return NULL;
 }

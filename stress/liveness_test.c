@@ -53,6 +53,7 @@
 
 #include "portal/doorbell.h"
 #include "portal/region.h"
+#include "tests/test_util.h"
 
 #define MS  INT64_C(1000000)
 #define SEC INT64_C(1000000000)
@@ -88,22 +89,6 @@ static uint64_t msg_check(uint64_t seq)
 	uint64_t x = seq * UINT64_C(0x9E3779B97F4A7C15);
 
 	return x ^ (x >> 29) ^ UINT64_C(0x5A5A5A5A5A5A5A5A);
-}
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * SEC + ts.tv_nsec;
-}
-
-static void sleep_ns(int64_t ns)
-{
-	struct timespec ts = { .tv_sec = (time_t)(ns / SEC), .tv_nsec = (long)(ns % SEC) };
-
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
 }
 
 static uint64_t rnd(uint64_t *s)
@@ -173,7 +158,7 @@ static int peer_main(int argc, char **argv)
 			 * acquire, pairs with R2 in the survivor. */
 			while (pub - atomic_load_explicit(&lg->consumed, memory_order_acquire) >=
 			       LOG_CAP)
-				sleep_ns(100000);
+				tu_sleep_ns(100000);
 			m = &lg->slot[pub % LOG_CAP];
 			m->seq = pub + 1;
 			m->check = msg_check(pub + 1);
@@ -183,7 +168,7 @@ static int peer_main(int argc, char **argv)
 			life++;
 		}
 		portal_doorbell_notify(n);
-		sleep_ns((int64_t)(rnd(&seed) % 1000) * 1000);
+		tu_sleep_ns((int64_t)(rnd(&seed) % 1000) * 1000);
 	}
 }
 
@@ -285,7 +270,7 @@ static void run_setup(struct run *x, enum portal_doorbell_backend backend, const
 	memset(x, 0, sizeof(*x));
 	x->backend = backend;
 	x->expect = 1;
-	x->seed = (uint64_t)now_ns() ^ ((uint64_t)getpid() << 32);
+	x->seed = (uint64_t)tu_now_ns() ^ ((uint64_t)getpid() << 32);
 	x->efd = -1;
 	snprintf(x->uri, sizeof(x->uri), "shm:portal-live-%s-%ld", tag, (long)getpid());
 	portal_region_destroy(x->uri);
@@ -347,7 +332,7 @@ static pid_t spawn_peer(struct run *x, enum peer_mode mode)
 static uint64_t wait_active(struct run *x, uint64_t old, pid_t pid)
 {
 	struct portal_participant_info pi;
-	int64_t end = now_ns() + 10 * SEC;
+	int64_t end = tu_now_ns() + 10 * SEC;
 	int status;
 
 	for (;;) {
@@ -356,9 +341,9 @@ static uint64_t wait_active(struct run *x, uint64_t old, pid_t pid)
 			return pi.epoch;
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			fail_msg("peer exited before attaching: status 0x%x", status);
-		if (now_ns() > end)
+		if (tu_now_ns() > end)
 			fail_msg("peer did not attach in 10 s");
-		sleep_ns(200000);
+		tu_sleep_ns(200000);
 	}
 }
 
@@ -373,8 +358,8 @@ static void *killer_main(void *arg)
 {
 	struct killer *k = arg;
 
-	sleep_ns(k->delay_ns);
-	atomic_store_explicit(&k->at, now_ns(), memory_order_release);
+	tu_sleep_ns(k->delay_ns);
+	atomic_store_explicit(&k->at, tu_now_ns(), memory_order_release);
 	kill(k->pid, k->sig);
 	return NULL;
 }
@@ -426,7 +411,7 @@ static int64_t one_kill(struct run *x, enum peer_mode mode, int sig, uint64_t *e
 			break;
 		drain(x);
 	}
-	detected = now_ns();
+	detected = tu_now_ns();
 	pthread_join(tid, NULL);
 	assert_int_equal(rc, PORTAL_EPEERDEAD);
 	if (atomic_load_explicit(&k.at, memory_order_acquire) == 0)
@@ -569,7 +554,7 @@ static void t_restart(void **state)
 		assert_int_equal(portal_region_watch_rearm(x.watch), 0);
 
 		/* A resumes: its next look at its slot fences it. */
-		t0 = now_ns();
+		t0 = tu_now_ns();
 		kill(a, SIGCONT);
 		assert_int_equal(waitpid(a, &status, 0), a);
 		peer_track(a, false);
@@ -578,7 +563,7 @@ static void t_restart(void **state)
 		printf("liveness: restart round %d: old epoch %016llx -> new %016llx, old "
 		       "incarnation fenced %lld us after resuming\n",
 		       round, (unsigned long long)epoch_a, (unsigned long long)epoch_b,
-		       (long long)((now_ns() - t0) / 1000));
+		       (long long)((tu_now_ns() - t0) / 1000));
 
 		/* The log goes on from B, numbered without a gap. */
 		while (x.expect < before + 2 * PAUSE_AFTER) {

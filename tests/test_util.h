@@ -16,6 +16,8 @@
  *                    calls that must return but might spin forever
  *   tu_log_*         capture portal_set_log() messages
  *   tu_unique_name   names that cannot collide across concurrent test runs
+ *   tu_now_ns        CLOCK_MONOTONIC in nanoseconds; tu_sleep_ns sleeps that
+ *                    long, through signals
  *
  * cmocka's assert_* macros longjmp, so they may only be used in the test's own
  * thread and never in a forked child: worker threads record errors in a
@@ -38,6 +40,7 @@
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -358,6 +361,23 @@ static inline const char *tu_unique_name(char *buf, size_t cap, const char *tag)
 	snprintf(buf, cap, "portal-ut-%ld-%s-%u", (long)getpid(), tag,
 		 atomic_fetch_add(&counter, 1));
 	return buf;
+}
+
+static inline int64_t tu_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline void tu_sleep_ns(int64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000),
+			       .tv_nsec = (long)(ns % 1000000000) };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
 }
 
 #endif /* PORTAL_TESTS_TEST_UTIL_H */
