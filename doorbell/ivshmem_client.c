@@ -260,6 +260,18 @@ static void peer_remove(struct portal_ivshmem_client *c, struct ivs_peer *p)
 	c->npeers--;
 }
 
+/* A vector fd is written by ring and by doorbell notifiers, which must not
+ * block: an honest server's eventfds are non-blocking already, but a hostile
+ * one could send a full pipe or a socket. The flag lives in the shared file
+ * description, so the notifiers' dups get it too. */
+static void vector_fd_nonblock(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		(void)fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
 /*
  * Apply one message after the set-up's first three. Takes ownership of FD
  * (stored or closed). Returns 1 with *EV filled, or PORTAL_EPROTO / -ENOMEM.
@@ -278,6 +290,8 @@ static int apply(struct portal_ivshmem_client *c, int64_t v, int fd,
 		return PORTAL_EPROTO;
 	}
 	id = (uint32_t)v;
+	if (fd >= 0)
+		vector_fd_nonblock(fd);
 	if (fd >= 0 && id == c->id) {
 		unsigned vec = c->own_received;
 

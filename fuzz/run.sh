@@ -8,7 +8,7 @@
 #                   targets exercise, replaying the last run's corpus (or the
 #                   seeds); a separate build without sanitizers (BUILD-cov)
 #
-# Targets: region_attach ring msgring bcast arena (default: all), one after
+# Targets: region_attach ring msgring bcast arena ivshmem (default: all), one after
 # the other. Each runs on a fresh copy of fuzz/corpus/<target>/ (the copy
 # grows; the committed seeds do not) for N seconds (default 60) or N
 # executions. Prints executions, coverage and crashes per target; exits 1 if
@@ -26,7 +26,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/.." && pwd)
 build=${PORTAL_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${PORTAL_FUZZ_JOBS:-2}
-all_targets=(region_attach ring msgring bcast arena)
+all_targets=(region_attach ring msgring bcast arena ivshmem)
 
 seconds=60
 runs=
@@ -99,6 +99,7 @@ if [ "$mode" = coverage ]; then
 		msgring) files="ring/msgring.c" ;;
 		bcast) files="ring/bcast.c" ;;
 		arena) files="arena/arena.c arena/arena_ring.c span/span.c" ;;
+		ivshmem) files="doorbell/ivshmem_client.c ivshmem-server/server.c" ;;
 		esac
 		corpus=$build/fuzz-work/$t/corpus
 		[ -d "$corpus" ] || corpus=$here/corpus/$t

@@ -1,0 +1,1744 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * ivshmem.c - libFuzzer target: the ivshmem server protocol, both ways.
+ *
+ * The first input byte picks the mode (bit 0).
+ *
+ * Hostile server -> our client (portal_ivshmem_client_*). The harness plays
+ * the server over a real Unix stream socket: it listens on a socket in a
+ * temporary directory, and the script's server operations write int64
+ * messages to the accepted connection, each with zero, one or several
+ * real fds (eventfds, memfds of any size, both ends of a pipe, /dev/null),
+ * whole or split in two writes, or cut short; plus convenience operations
+ * that send a valid set-up, a peer joining, a peer leaving. The client's
+ * calls (connect, process, eventfd, ring, peers, close) are interleaved.
+ *
+ * The client connects by path, and reads its set-up inside
+ * portal_ivshmem_client_connect(). To keep a single thread (and every run
+ * deterministic), this file defines connect(): for our socket path it
+ * connects, accepts the connection and writes the script's set-up
+ * messages before returning, the way a server that answers at once would;
+ * every other connect() goes straight to the system call.
+ *
+ * A model of the stream follows every byte written: which bytes form each
+ * 8-byte message, and which fds the client receives with it (the fds of a
+ * write arrive with the message that holds its first byte; Linux delivers
+ * them with the read that first touches that write). Messages with more
+ * than one fd, or cut by the end of the stream, are malformed. A model of
+ * the client, written from doorbell.h, applies them. Invariants:
+ *
+ *  - every call returns what the model says (connect: 0, -ECONNREFUSED,
+ *    -ETIMEDOUT, PORTAL_EVERSION, PORTAL_EPROTO, PORTAL_EPEERDEAD; process:
+ *    1 with the event the model names, 0, PORTAL_EPROTO, PORTAL_EPEERDEAD;
+ *    eventfd, ring and peers likewise), so no other code is ever returned;
+ *  - the client's id, vectors, shared memory size, peer list and every
+ *    eventfd it hands out match the model; each fd it hands out is the very
+ *    file the server sent for that peer and vector (same inode; ringing an
+ *    eventfd raises exactly that eventfd's counter) and is close-on-exec;
+ *  - no fd leaks: after every call, the open fds of the process are the
+ *    harness's plus exactly those the model says the client holds, and at
+ *    the end of the input exactly those open before it;
+ *  - no hang: connect is given a long timeout only when the model says the
+ *    set-up completes or fails with what was sent; process uses timeout 0.
+ *
+ * Hostile client -> our server (ivshmem-server/server.c, compiled into this
+ * target by #include below). ivs_run() runs in a second thread on a
+ * listening socket; a pipe stands in for its signalfd (the loop only
+ * read()s a struct signalfd_siginfo from it), so the harness stops it by
+ * writing a SIGTERM record. The script connects honest clients
+ * (portal_ivshmem_client_connect) and raw hostile ones, which send bytes
+ * (with or without fds), half-close, close, read or do not read, and calls
+ * process on the honest clients. Invariants:
+ *
+ *  - every connection the server accepts gets the next id (0, 1, 2, ...);
+ *    one is refused only when the server is full (--max-peers), and never
+ *    when it is not, counting peers whose leaving may not be seen yet;
+ *  - a set-up lists every live peer, vectors times each, and no dead one;
+ *  - a client that sends a byte or half-closes is dropped (its stream
+ *    ends); a well-behaved one never is, and never gets a malformed
+ *    message (an honest client's process never returns PORTAL_EPROTO or
+ *    PORTAL_EPEERDEAD while the server runs);
+ *  - at the end, every honest client's peer table converges to exactly the
+ *    live peers, each with all its vectors, and ringing a peer through the
+ *    table raises that peer's own eventfd;
+ *  - SIGTERM stops the loop within seconds, every client then sees the end
+ *    of the stream, and once all is closed no fd is left open.
+ *
+ * Timing-dependent steps (waiting for the server) use deadlines of seconds;
+ * in a correct run they return in microseconds.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fuzz/fuzz_util.h"
+
+#include "portal/doorbell.h"
+
+/* The server's event loop, compiled here with the target's sanitizers (its
+ * names are all static or ivs_*; the harness's are fi_* and fs_*). */
+#include "ivshmem-server/server.c"
+
+FZ_DEFINE_GLOBALS
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int connect(int fd, const struct sockaddr *addr, socklen_t len);
+
+/* ------------------------------------------------------------------ */
+/* Input format                                                        */
+/* ------------------------------------------------------------------ */
+/*
+ *   u8 mode     bit 0: 0 hostile server (client mode), 1 hostile client
+ *
+ * Client mode:
+ *   u8 cfg      vectors = bit 2 ? 8 : 1 + (cfg & 3); bit 3: connect with
+ *               timeout 0 rather than 1 ms when the model says the set-up
+ *               will not complete with what was sent
+ *   then operations (u8 % FI_NOPS) and their argument bytes. Server
+ *   operations before the client has connected are the set-up, written
+ *   when it connects; after, they are written at once. Any client
+ *   operation connects first if needed (a failed connect starts a new
+ *   session). Before a client call, a message left half-written is
+ *   completed with zero bytes (else the client would wait a second for it).
+ *
+ * value selector (u8 v): v & 7: 0 v >> 3 (0..31), 1 -1, 2 the client's id
+ *   (as sent in this session), 3 65519 + (v >> 3) (around the last id),
+ *   4 -1 - (v >> 3), 5 INT64_MIN + (v >> 3), 6 INT64_MAX - (v >> 3),
+ *   7 eight raw bytes follow
+ * fd selector (u8 f): how many fds = {0,1,1,1,1,1,2,5}[f & 7]; their kind
+*   ((f >> 3) & 7) % 6: FI_K_*; f >> 6 picks the memfd size ({0, 1, 4096, 1 MiB})
+ *   or which earlier eventfd is sent again
+ * peer selector (u8 p): p & 3: 0 our id, 1 a known peer (p >> 2), 2 p >> 2,
+ *   3 four raw bytes follow (u32)
+ */
+enum fi_op {
+	FI_SEND,     /* u8 value sel [u64], u8 fd sel, u8 split: a message; split % 9 in
+	              * 1..7 writes it in two parts, bit 4: the fds go with the second */
+	FI_PART,     /* u8 len (1 + len % 7), u8 fd sel, then len raw bytes: a cut message */
+	FI_SETUP,    /* u8 id: version 0, id, -1 + a 4096-byte memfd, our vectors */
+	FI_JOIN,     /* u8 peer (% 16), u8 n: the peer's eventfds (n & 0x80: n % (vectors + 2)
+	              * messages, else vectors) */
+	FI_LEAVE,    /* u8 peer (% 16): the peer left (no fd) */
+	FI_EOF,      /* the server half-closes (shutdown SHUT_WR) */
+	FI_CONNECT,  /* connect, if not connected */
+	FI_PROCESS,  /* u8 n: 1 + n % 4 calls of process, timeout 0 */
+	FI_EVENTFD,  /* peer sel, u8 vector (% vectors + 2) */
+	FI_RING,     /* peer sel, u8 vector (% vectors + 2) */
+	FI_PEERS,    /* u8 max (% peers + 2) */
+	FI_CLOSE,    /* close the client; the next session starts */
+	FI_NOPS
+};
+
+/* fd kinds. */
+enum { FI_K_EFD, FI_K_EFD_AGAIN, FI_K_MEMFD, FI_K_PIPE_R, FI_K_PIPE_W, FI_K_NULL, FI_NKINDS };
+
+/*
+ * Server mode:
+ *   u8 cfg      vectors = 1 + cfg % 3; max_peers = 1 + (cfg >> 2) % 6
+ *   then operations (u8 % FS_NOPS):
+ */
+enum fs_op {
+	FS_HONEST,   /* u8 n: an honest client connects with 1 + n % vectors vectors */
+	FS_HOSTILE,  /* u8 how: a raw client connects; reads its whole set-up if how & 1,
+	              * else only the version and id */
+	FS_SEND,     /* u8 which, u8 len, u8 fd sel, len bytes: a hostile client sends */
+	FS_SHUT,     /* u8 which: a hostile client half-closes */
+	FS_DROP,     /* u8 which: a hostile client closes its socket */
+	FS_READ,     /* u8 which: a hostile client reads what is there */
+	FS_PROCESS,  /* u8 which: an honest client processes what is there */
+	FS_LEAVE,    /* u8 which: an honest client closes */
+	FS_STATUS,   /* the server gets SIGUSR1 (a status line) */
+	FS_RING,     /* u8 a, u8 b, u8 vector: honest a rings honest b */
+	FS_NOPS
+};
+
+#define FI_MAX_OBJS   192
+#define FI_MAX_MSGS   2048
+#define FS_MAX_HONEST 6
+#define FS_MAX_HOSTILE 8
+#define FS_MAX_IDS    64
+#define FS_WAIT_NS    (INT64_C(10000000000)) /* 10 s: only a bug waits this long */
+
+static char fi_dir[64];
+static char fi_path[108];
+static int fi_listen = -1;      /* client mode's listening socket, kept */
+static int fi_baseline;         /* open fds between inputs */
+
+static int64_t fi_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static int fi_count_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int n = 0;
+
+	FZ_CHECK(d, "opendir /proc/self/fd: %d", errno);
+	while ((e = readdir(d)))
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n - 1; /* the directory's own fd */
+}
+
+static bool fi_cloexec(int fd)
+{
+	int fl = fcntl(fd, F_GETFD);
+
+	return fl >= 0 && (fl & FD_CLOEXEC);
+}
+
+static bool fi_same_file(int a, int b)
+{
+	struct stat sa, sb;
+
+	return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+	       sa.st_ino == sb.st_ino;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client mode: the objects the server sends                           */
+/* ------------------------------------------------------------------ */
+
+struct fi_obj {
+	int kind;       /* FI_K_EFD, _MEMFD, _PIPE_R, _PIPE_W, _NULL */
+	int fd;         /* what is sent (the harness keeps it open) */
+	int fd2;        /* the pipe's other end, or -1 */
+};
+
+/* One 8-byte message as the client will read it. */
+struct fi_msg {
+	int64_t v;
+	int nfds;       /* fds that arrive with it */
+	int obj;        /* the object of its fd when nfds == 1 */
+	bool cut;       /* ended by the end of the stream */
+};
+
+struct fi_peer {
+	uint32_t id;
+	unsigned received;
+	int obj[PORTAL_IVSHMEM_MAX_VECTORS]; /* -1: no fd stored */
+};
+
+struct fi {
+	struct fz *in;
+	unsigned vectors;
+	bool short_timeout_zero;
+	/* every object created for this input */
+	struct fi_obj obj[FI_MAX_OBJS];
+	unsigned nobj;
+	/* the session */
+	int srv;                /* accepted connection, -1 before connect */
+	bool connected;         /* the client exists */
+	bool eof_sent;
+	bool eof_pending;       /* FI_EOF before connect */
+	/* chunks written before connect (replayed by connect()) */
+	struct fi_chunk {
+		uint8_t b[8];
+		unsigned len, nfds;
+		int objs[5];
+	} pre[FI_MAX_MSGS];
+	unsigned npre;
+	/* the stream model */
+	struct fi_msg q[FI_MAX_MSGS];
+	unsigned qhead, qtail;
+	uint8_t part[8];
+	unsigned partlen, partfds;
+	int partobj;
+	bool stream_full;       /* too many messages for the model: stop writing */
+	int64_t told_id;        /* the id message last sent as FI_SETUP, or -1 */
+	/* the client model */
+	portal_ivshmem_client_t *c;
+	uint32_t id;
+	int shm_obj;
+	uint64_t shm_size;
+	unsigned own_received;
+	int own[PORTAL_IVSHMEM_MAX_VECTORS];
+	struct fi_peer *peers;  /* sorted by id */
+	size_t npeers;
+};
+
+static struct fi *fi_cur; /* for connect() */
+
+static int fi_harness_fds(const struct fi *s)
+{
+	int n = s->srv >= 0;
+
+	for (unsigned i = 0; i < s->nobj; i++)
+		n += (s->obj[i].fd >= 0) + (s->obj[i].fd2 >= 0);
+	return n;
+}
+
+static int fi_client_fds(const struct fi *s)
+{
+	int n;
+
+	if (!s->connected)
+		return 0;
+	n = 2; /* socket, shm */
+	for (unsigned v = 0; v < s->vectors; v++)
+		n += s->own[v] >= 0;
+	for (size_t i = 0; i < s->npeers; i++)
+		for (unsigned v = 0; v < s->vectors; v++)
+			n += s->peers[i].obj[v] >= 0;
+	return n;
+}
+
+/* For a failure report: what each open fd is. */
+static void fi_dump_fds(void)
+{
+	char path[64], target[256];
+
+	for (int fd = 0; fd < 1024; fd++) {
+		ssize_t n;
+
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+		n = readlink(path, target, sizeof(target) - 1);
+		if (n < 0)
+			continue;
+		target[n] = '\0';
+		fprintf(stderr, "  fd %d: %s\n", fd, target);
+	}
+}
+
+static void fi_check_fds(const struct fi *s, const char *after)
+{
+	int now = fi_count_fds(), want = fi_baseline + fi_harness_fds(s) + fi_client_fds(s);
+
+	if (now != want)
+		fi_dump_fds();
+
+	FZ_CHECK(now == want, "after %s: %d fds open, expected %d (%d harness, %d client)",
+		 after, now, want, fi_harness_fds(s), fi_client_fds(s));
+}
+
+static int fi_new_obj(struct fi *s, int kind, unsigned arg)
+{
+	static const off_t sizes[4] = { 0, 1, 4096, 1 << 20 };
+	struct fi_obj *o;
+	int p[2];
+
+	if (kind == FI_K_EFD_AGAIN) {
+		/* an eventfd sent before, again: arg counts back from the newest */
+		for (unsigned i = s->nobj, k = 0; i-- > 0;)
+			if (s->obj[i].kind == FI_K_EFD && k++ == arg)
+				return (int)i;
+		kind = FI_K_EFD;
+	}
+	if (s->nobj == FI_MAX_OBJS)
+		return -1;
+	o = &s->obj[s->nobj];
+	o->kind = kind;
+	o->fd2 = -1;
+	switch (kind) {
+	case FI_K_EFD:
+		o->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		break;
+	case FI_K_MEMFD:
+		o->fd = memfd_create("fi-shm", MFD_CLOEXEC);
+		if (o->fd >= 0 && ftruncate(o->fd, sizes[arg & 3]) < 0)
+			FZ_CHECK(0, "ftruncate: %d", errno);
+		break;
+	case FI_K_PIPE_R:
+	case FI_K_PIPE_W:
+		FZ_CHECK(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0, "pipe2: %d", errno);
+		o->fd = kind == FI_K_PIPE_R ? p[0] : p[1];
+		o->fd2 = kind == FI_K_PIPE_R ? p[1] : p[0];
+		break;
+	default:
+		o->fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		break;
+	}
+	FZ_CHECK(o->fd >= 0, "cannot make an fd of kind %d: %d", kind, errno);
+	return (int)s->nobj++;
+}
+
+/* ---- the stream model ---- */
+
+static void fi_push(struct fi *s, const struct fi_msg *m)
+{
+	FZ_CHECK(s->qtail - s->qhead < FI_MAX_MSGS, "harness: message queue");
+	s->q[s->qtail++ % FI_MAX_MSGS] = *m;
+}
+
+/* N bytes at B were written, with NFDS fds (objects OBJS) on the first. */
+static void fi_model_bytes(struct fi *s, const uint8_t *b, unsigned n, unsigned nfds,
+			   const int *objs)
+{
+	if (!n)
+		return;
+	if (nfds)
+		s->partobj = s->partfds ? -1 : objs[0];
+	s->partfds += nfds;
+	for (unsigned i = 0; i < n; i++) {
+		s->part[s->partlen++] = b[i];
+		if (s->partlen == 8) {
+			struct fi_msg m = { 0 };
+			uint64_t le;
+
+			memcpy(&le, s->part, 8);
+			m.v = (int64_t)le64toh(le);
+			m.nfds = (int)s->partfds;
+			m.obj = s->partfds == 1 ? s->partobj : -1;
+			fi_push(s, &m);
+			s->partlen = 0;
+			s->partfds = 0;
+			s->partobj = -1;
+		}
+	}
+}
+
+/* Write N bytes with the fds of objects OBJS[0..NFDS) on the connection;
+ * what the socket takes goes into the model. */
+static void fi_write(struct fi *s, const uint8_t *b, unsigned n, unsigned nfds, const int *objs)
+{
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int) * 5)];
+	} u;
+	struct msghdr m;
+	struct iovec iov;
+	ssize_t k;
+
+	if (s->stream_full || !n)
+		return;
+	if (s->qtail - s->qhead > FI_MAX_MSGS - 8) {
+		s->stream_full = true;
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	memset(&u, 0, sizeof(u));
+	iov.iov_base = (void *)b;
+	iov.iov_len = n;
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		m.msg_control = u.buf;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		for (unsigned i = 0; i < nfds; i++)
+			memcpy(CMSG_DATA(c) + i * sizeof(int), &s->obj[objs[i]].fd, sizeof(int));
+	}
+	k = sendmsg(s->srv, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	FZ_TRACE("  server writes %u bytes, %u fds: %zd\n", n, nfds, k);
+	if (k <= 0) {
+		/* full, or the client has gone: nothing was written */
+		FZ_CHECK(k < 0 && (errno == EAGAIN || errno == EPIPE || errno == ECONNRESET),
+			 "server write: %zd errno %d", k, errno);
+		if (errno == EAGAIN)
+			s->stream_full = true;
+		return;
+	}
+	fi_model_bytes(s, b, (unsigned)k, nfds, objs);
+	if ((unsigned)k < n)
+		s->stream_full = true;
+}
+
+static void fi_eof(struct fi *s)
+{
+	if (s->eof_sent)
+		return;
+	s->eof_sent = true;
+	FZ_CHECK(shutdown(s->srv, SHUT_WR) == 0 || errno == ENOTCONN, "shutdown: %d", errno);
+	FZ_TRACE("  server half-closes\n");
+	if (s->partlen) {
+		/* the client reads the piece, then the end: a cut message */
+		struct fi_msg m = { .nfds = (int)s->partfds, .obj = -1, .cut = true };
+
+		fi_push(s, &m);
+		s->partlen = 0;
+		s->partfds = 0;
+	}
+}
+
+/* A write of the script: before connect it is kept for connect(). */
+static void fi_chunk(struct fi *s, const uint8_t *b, unsigned n, unsigned nfds, const int *objs)
+{
+	if (s->srv >= 0) {
+		if (!s->eof_sent)
+			fi_write(s, b, n, nfds, objs);
+		return;
+	}
+	if (s->npre == FI_MAX_MSGS || s->eof_pending)
+		return;
+	memcpy(s->pre[s->npre].b, b, n);
+	s->pre[s->npre].len = n;
+	s->pre[s->npre].nfds = nfds;
+	if (nfds)
+		memcpy(s->pre[s->npre].objs, objs, nfds * sizeof(int));
+	s->npre++;
+}
+
+static void fi_send_value(struct fi *s, int64_t v, int obj)
+{
+	uint64_t le = htole64((uint64_t)v);
+
+	fi_chunk(s, (const uint8_t *)&le, 8, obj >= 0, &obj);
+}
+
+/* Pop the message the client reads next: 1, or 0 with nothing there
+ * (the client would wait), or PORTAL_EPEERDEAD at the end of the stream. */
+static int fi_pop(struct fi *s, struct fi_msg *m)
+{
+	if (s->qhead != s->qtail) {
+		*m = s->q[s->qhead++ % FI_MAX_MSGS];
+		return 1;
+	}
+	return s->eof_sent ? PORTAL_EPEERDEAD : 0;
+}
+
+/* ---- the client model ---- */
+
+static struct fi_peer *fi_find(struct fi *s, uint32_t id, size_t *pos)
+{
+	size_t i;
+
+	for (i = 0; i < s->npeers && s->peers[i].id < id; i++)
+		;
+	if (pos)
+		*pos = i;
+	return i < s->npeers && s->peers[i].id == id ? &s->peers[i] : NULL;
+}
+
+/* What apply() must do with M (after the set-up's first three): the
+ * return code, and *EV. */
+static int fi_model_apply(struct fi *s, const struct fi_msg *m, struct portal_ivshmem_event *ev)
+{
+	struct fi_peer *p;
+	uint32_t id;
+	size_t pos;
+
+	if (m->v < 0 || m->v > PORTAL_IVSHMEM_MAX_PEER_ID)
+		return PORTAL_EPROTO;
+	id = (uint32_t)m->v;
+	if (m->nfds && id == s->id) {
+		ev->kind = PORTAL_IVSHMEM_EV_OWN_VECTOR;
+		ev->peer = id;
+		ev->vector = s->own_received;
+		if (s->own_received < s->vectors)
+			s->own[s->own_received] = m->obj;
+		s->own_received++;
+		return 1;
+	}
+	if (m->nfds) {
+		p = fi_find(s, id, &pos);
+		if (!p) {
+			s->peers = realloc(s->peers, (s->npeers + 1) * sizeof(*s->peers));
+			FZ_CHECK(s->peers, "harness: out of memory");
+			memmove(&s->peers[pos + 1], &s->peers[pos],
+				(s->npeers - pos) * sizeof(*s->peers));
+			s->npeers++;
+			p = &s->peers[pos];
+			p->id = id;
+			p->received = 0;
+			for (unsigned v = 0; v < PORTAL_IVSHMEM_MAX_VECTORS; v++)
+				p->obj[v] = -1;
+		}
+		ev->kind = PORTAL_IVSHMEM_EV_PEER_VECTOR;
+		ev->peer = id;
+		ev->vector = p->received;
+		if (p->received < s->vectors)
+			p->obj[p->received] = m->obj;
+		p->received++;
+		return 1;
+	}
+	if (id == s->id)
+		return PORTAL_EPROTO;
+	p = fi_find(s, id, &pos);
+	if (!p)
+		return PORTAL_EPROTO;
+	memmove(p, p + 1, (s->npeers - pos - 1) * sizeof(*p));
+	s->npeers--;
+	ev->kind = PORTAL_IVSHMEM_EV_PEER_LEFT;
+	ev->peer = id;
+	ev->vector = 0;
+	return 1;
+}
+
+static void fi_model_reset_client(struct fi *s)
+{
+	s->connected = false;
+	s->c = NULL;
+	s->own_received = 0;
+	for (unsigned v = 0; v < PORTAL_IVSHMEM_MAX_VECTORS; v++)
+		s->own[v] = -1;
+	free(s->peers);
+	s->peers = NULL;
+	s->npeers = 0;
+	s->shm_obj = -1;
+	s->shm_size = 0;
+}
+
+/* What connect must return, with the messages there now; *RUNS_OUT: the
+ * client would wait for more. */
+static int fi_model_connect(struct fi *s, bool *runs_out)
+{
+	struct portal_ivshmem_event ev;
+	struct fi_msg m;
+	struct stat st;
+	int k;
+
+	*runs_out = false;
+	/* 1. version */
+	k = fi_pop(s, &m);
+	if (k == 0)
+		goto out;
+	if (k < 0)
+		return -ECONNREFUSED;
+	if (m.cut || m.nfds)
+		return PORTAL_EPROTO;
+	if (m.v != PORTAL_IVSHMEM_PROTOCOL_VERSION)
+		return PORTAL_EVERSION;
+	/* 2. id */
+	k = fi_pop(s, &m);
+	if (k <= 0)
+		goto out_k;
+	if (m.cut || m.nfds || m.v < 0 || m.v > PORTAL_IVSHMEM_MAX_PEER_ID)
+		return PORTAL_EPROTO;
+	s->id = (uint32_t)m.v;
+	/* 3. shm */
+	k = fi_pop(s, &m);
+	if (k <= 0)
+		goto out_k;
+	if (m.cut || m.nfds != 1 || m.v != -1)
+		return PORTAL_EPROTO;
+	FZ_CHECK(fstat(s->obj[m.obj].fd, &st) == 0, "fstat: %d", errno);
+	if (st.st_size <= 0)
+		return PORTAL_EPROTO;
+	s->shm_obj = m.obj;
+	s->shm_size = (uint64_t)st.st_size;
+	/* 4, 5. */
+	while (s->own_received < s->vectors) {
+		k = fi_pop(s, &m);
+		if (k <= 0)
+			goto out_k;
+		if (m.cut || m.nfds > 1)
+			return PORTAL_EPROTO;
+		k = fi_model_apply(s, &m, &ev);
+		if (k < 0)
+			return k;
+	}
+	return 0;
+out_k:
+	if (k < 0)
+		return PORTAL_EPEERDEAD;
+out:
+	*runs_out = true;
+	return -ETIMEDOUT;
+}
+
+/* ---- connect() for the client under test ---- */
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	const struct sockaddr_un *sa = (const struct sockaddr_un *)(const void *)addr;
+	struct fi *s = fi_cur;
+	long rc;
+
+	rc = syscall(SYS_connect, fd, addr, len);
+	if (rc < 0 || !s || addr->sa_family != AF_UNIX || strcmp(sa->sun_path, fi_path) != 0)
+		return (int)rc;
+	/* The server answers: accept, then write the set-up at once. */
+	s->srv = accept4(fi_listen, NULL, NULL, SOCK_CLOEXEC);
+	FZ_CHECK(s->srv >= 0, "accept: %d", errno);
+	{
+		int big = 4 << 20;
+
+		(void)setsockopt(s->srv, SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+	}
+	for (unsigned i = 0; i < s->npre; i++)
+		fi_write(s, s->pre[i].b, s->pre[i].len, s->pre[i].nfds, s->pre[i].objs);
+	s->npre = 0;
+	if (s->eof_pending)
+		fi_eof(s);
+	else if (s->partlen)
+		fi_write(s, (const uint8_t *)"\0\0\0\0\0\0\0", 8 - s->partlen, 0, NULL);
+	return 0;
+}
+
+/* ---- the client's calls ---- */
+
+static void fi_end_session(struct fi *s)
+{
+	if (s->c)
+		portal_ivshmem_client_close(s->c);
+	fi_model_reset_client(s);
+	if (s->srv >= 0)
+		close(s->srv);
+	s->srv = -1;
+	s->eof_sent = s->eof_pending = false;
+	s->npre = 0;
+	s->qhead = s->qtail = 0;
+	s->partlen = s->partfds = 0;
+	s->partobj = -1;
+	s->stream_full = false;
+	s->told_id = -1;
+}
+
+/* Before a client call: no message left half-written (the client would
+ * wait MSG_REST for the rest). */
+static void fi_complete(struct fi *s)
+{
+	static const uint8_t zero[8];
+
+	if (s->srv >= 0 && !s->eof_sent && s->partlen)
+		fi_write(s, zero, 8 - s->partlen, 0, NULL);
+	if (s->partlen && !s->eof_sent) {
+		/* the socket took nothing more: end the stream instead */
+		fi_eof(s);
+	}
+}
+
+static void fi_verify_fd(struct fi *s, int fd, int obj, const char *what)
+{
+	FZ_CHECK(obj >= 0 && obj < (int)s->nobj, "%s: model object %d", what, obj);
+	FZ_CHECK(fi_same_file(fd, s->obj[obj].fd), "%s: fd %d is not the file sent", what, fd);
+	FZ_CHECK(fi_cloexec(fd), "%s: fd %d without close-on-exec", what, fd);
+}
+
+/* The object the model says eventfd(PEER, VECTOR) gives, or the error. */
+static int fi_model_eventfd(struct fi *s, uint32_t peer, uint32_t vector)
+{
+	struct fi_peer *p;
+	int obj;
+
+	if (vector >= s->vectors)
+		return -EINVAL;
+	if (peer == s->id) {
+		obj = s->own[vector];
+	} else {
+		p = fi_find(s, peer, NULL);
+		if (!p)
+			return -ENOENT;
+		obj = p->obj[vector];
+	}
+	return obj >= 0 ? obj : -ENOENT;
+}
+
+static void fi_check_view(struct fi *s)
+{
+	uint32_t *ids = NULL;
+	size_t n;
+
+	FZ_CHECK(portal_ivshmem_client_id(s->c) == s->id, "id %u, model %u",
+		 portal_ivshmem_client_id(s->c), s->id);
+	FZ_CHECK(portal_ivshmem_client_vectors(s->c) == s->vectors, "vectors");
+	FZ_CHECK(portal_ivshmem_client_shm_size(s->c) == s->shm_size, "shm size %llu, model %llu",
+		 (unsigned long long)portal_ivshmem_client_shm_size(s->c),
+		 (unsigned long long)s->shm_size);
+	fi_verify_fd(s, portal_ivshmem_client_shm_fd(s->c), s->shm_obj, "shm fd");
+	FZ_CHECK(fi_cloexec(portal_ivshmem_client_sock_fd(s->c)), "socket without close-on-exec");
+	if (s->npeers)
+		ids = fz_alloc(s->npeers * sizeof(*ids));
+	n = portal_ivshmem_client_peers(s->c, ids, s->npeers);
+	FZ_CHECK(n == s->npeers, "%zu peers, model %zu", n, s->npeers);
+	for (size_t i = 0; i < n; i++) {
+		FZ_CHECK(ids[i] == s->peers[i].id, "peer %zu is %u, model %u", i, ids[i],
+			 s->peers[i].id);
+		for (unsigned v = 0; v < s->vectors; v++) {
+			int want = fi_model_eventfd(s, ids[i], v);
+			int fd = portal_ivshmem_client_eventfd(s->c, ids[i], v);
+
+			FZ_CHECK(want < 0 ? fd == want : fd >= 0, "eventfd(%u, %u): %d, model %d",
+				 ids[i], v, fd, want);
+			if (fd >= 0)
+				fi_verify_fd(s, fd, want, "peer eventfd");
+		}
+	}
+	for (unsigned v = 0; v < s->vectors; v++) {
+		int want = fi_model_eventfd(s, s->id, v);
+		int fd = portal_ivshmem_client_eventfd(s->c, s->id, v);
+
+		FZ_CHECK(want < 0 ? fd == want : fd >= 0, "own eventfd(%u): %d, model %d", v, fd,
+			 want);
+		if (fd >= 0)
+			fi_verify_fd(s, fd, want, "own eventfd");
+	}
+	free(ids);
+}
+
+static void fi_connect(struct fi *s)
+{
+	bool runs_out;
+	int64_t timeout, t0;
+	int want, rc;
+
+	if (s->connected)
+		return;
+	/* connect() writes what the script queued; a dry run of the model on
+	 * it says whether the client would wait for more (then a short
+	 * timeout, else a long one that only a bug reaches). */
+	{
+		struct fi *dry = calloc(1, sizeof(*dry));
+
+		/* A dry run over the chunks connect() will write, in a scratch
+		 * model; it only picks the timeout. */
+		FZ_CHECK(dry, "harness: out of memory");
+		dry->vectors = s->vectors;
+		dry->nobj = s->nobj;
+		memcpy(dry->obj, s->obj, sizeof(dry->obj));
+		dry->partobj = -1;
+		for (unsigned v = 0; v < PORTAL_IVSHMEM_MAX_VECTORS; v++)
+			dry->own[v] = -1;
+		for (unsigned i = 0; i < s->npre; i++)
+			fi_model_bytes(dry, s->pre[i].b, s->pre[i].len, s->pre[i].nfds,
+				       s->pre[i].objs);
+		if (s->eof_pending && dry->partlen) {
+			struct fi_msg m = { .obj = -1, .cut = true };
+
+			fi_push(dry, &m);
+		}
+		dry->eof_sent = s->eof_pending;
+		(void)fi_model_connect(dry, &runs_out);
+		free(dry->peers);
+		free(dry);
+	}
+	timeout = runs_out ? (s->short_timeout_zero ? 0 : 1000000) : FS_WAIT_NS;
+	fi_cur = s;
+	t0 = fi_now();
+	rc = portal_ivshmem_client_connect(fi_path, s->vectors, timeout, &s->c);
+	fi_cur = NULL;
+	if (s->srv < 0) {
+		/* connect() was not reached: cannot happen with our path */
+		FZ_CHECK(0, "connect: %d without reaching the server", rc);
+	}
+	/* The real model, on what connect() really wrote. */
+	want = fi_model_connect(s, &runs_out);
+	FZ_TRACE("connect(%u vectors, %lld ns): %d, model %d\n", s->vectors, (long long)timeout,
+		 rc, want);
+	FZ_CHECK(rc == want, "connect: %d (%s), model %d (%s), after %lld ms", rc,
+		 portal_strerror(rc), want, portal_strerror(want),
+		 (long long)((fi_now() - t0) / 1000000));
+	if (rc == 0) {
+		s->connected = true;
+		fi_check_view(s);
+		fi_check_fds(s, "connect");
+		return;
+	}
+	FZ_CHECK(s->c == NULL || rc == 0, "connect failed but set *out");
+	s->c = NULL;
+	fi_model_reset_client(s);
+	fi_check_fds(s, "failed connect");
+	fi_end_session(s);
+}
+
+static void fi_process(struct fi *s)
+{
+	struct portal_ivshmem_event ev, wev = { 0 };
+	struct fi_msg m;
+	int rc, want;
+
+	rc = portal_ivshmem_client_process(s->c, &ev, 0);
+	want = fi_pop(s, &m);
+	if (want == 1) {
+		if (m.cut || m.nfds > 1)
+			want = PORTAL_EPROTO;
+		else if (m.v == -1)
+			want = PORTAL_EPROTO;
+		else
+			want = fi_model_apply(s, &m, &wev);
+	}
+	FZ_TRACE("process: %d, model %d\n", rc, want);
+	FZ_CHECK(rc == want, "process: %d (%s), model %d", rc, portal_strerror(rc), want);
+	if (rc == 1)
+		FZ_CHECK(ev.kind == wev.kind && ev.peer == wev.peer && ev.vector == wev.vector,
+			 "event %d peer %u vector %u, model %d %u %u", ev.kind, ev.peer, ev.vector,
+			 wev.kind, wev.peer, wev.vector);
+	fi_check_fds(s, "process");
+}
+
+static uint32_t fi_peer_sel(struct fi *s)
+{
+	uint8_t p = fz_u8(s->in);
+
+	switch (p & 3) {
+	case 0: return s->id;
+	case 1: return s->npeers ? s->peers[(p >> 2) % s->npeers].id : p >> 2;
+	case 2: return p >> 2;
+	default: return fz_u32(s->in);
+	}
+}
+
+static void fi_op_eventfd(struct fi *s, uint32_t peer, uint32_t vec)
+{
+	int want = fi_model_eventfd(s, peer, vec);
+	int fd = portal_ivshmem_client_eventfd(s->c, peer, vec);
+
+	FZ_TRACE("eventfd(%u, %u): %d, model %d\n", peer, vec, fd, want);
+	FZ_CHECK(want < 0 ? fd == want : fd >= 0, "eventfd(%u, %u): %d, model %d", peer, vec, fd,
+		 want);
+	if (fd >= 0)
+		fi_verify_fd(s, fd, want, "eventfd");
+}
+
+/* Read and reset every eventfd the harness made; only WHICH may be 1. */
+static void fi_check_counters(struct fi *s, int which)
+{
+	for (unsigned i = 0; i < s->nobj; i++) {
+		uint64_t v = 0;
+		ssize_t n;
+
+		if (s->obj[i].kind != FI_K_EFD)
+			continue;
+		n = read(s->obj[i].fd, &v, sizeof(v));
+		if ((int)i == which)
+			FZ_CHECK(n == 8 && v == 1, "rung eventfd: read %zd, value %llu", n,
+				 (unsigned long long)v);
+		else
+			FZ_CHECK(n < 0 && errno == EAGAIN, "eventfd %u rung by mistake", i);
+	}
+}
+
+static void fi_op_ring(struct fi *s, uint32_t peer, uint32_t vec)
+{
+	int want = fi_model_eventfd(s, peer, vec);
+	int rc = portal_ivshmem_client_ring(s->c, peer, vec);
+	uint8_t junk[64];
+
+	FZ_TRACE("ring(%u, %u): %d, object %d\n", peer, vec, rc, want);
+	if (want < 0) {
+		FZ_CHECK(rc == want, "ring(%u, %u): %d, model %d", peer, vec, rc, want);
+		fi_check_counters(s, -1);
+		return;
+	}
+	switch (s->obj[want].kind) {
+	case FI_K_EFD:
+		FZ_CHECK(rc == 0, "ring of an eventfd: %d", rc);
+		fi_check_counters(s, want);
+		break;
+	case FI_K_PIPE_R:
+		FZ_CHECK(rc == -EBADF, "ring of a pipe's read end: %d", rc);
+		break;
+	case FI_K_PIPE_W:
+		FZ_CHECK(rc == 0, "ring of a pipe: %d", rc);
+		FZ_CHECK(read(s->obj[want].fd2, junk, sizeof(junk)) == 8, "pipe got not 8 bytes");
+		break;
+	default:
+		FZ_CHECK(rc == 0, "ring of kind %d: %d", s->obj[want].kind, rc);
+		break;
+	}
+}
+
+static void fi_op_peers(struct fi *s, size_t max)
+{
+	uint32_t *ids = max ? fz_alloc(max * sizeof(*ids)) : NULL;
+	size_t n = portal_ivshmem_client_peers(s->c, ids, max);
+
+	FZ_TRACE("peers(%zu): %zu, model %zu\n", max, n, s->npeers);
+	FZ_CHECK(n == s->npeers, "peers: %zu, model %zu", n, s->npeers);
+	for (size_t i = 0; i < n && i < max; i++)
+		FZ_CHECK(ids[i] == s->peers[i].id, "peers[%zu] %u, model %u", i, ids[i],
+			 s->peers[i].id);
+	free(ids);
+}
+
+static int64_t fi_value(struct fi *s)
+{
+	uint8_t v = fz_u8(s->in);
+	int64_t d = v >> 3;
+
+	switch (v & 7) {
+	case 0: return d;
+	case 1: return -1;
+	case 2: return s->told_id >= 0 ? s->told_id : (int64_t)s->id;
+	case 3: return 65519 + d;
+	case 4: return -1 - d;
+	case 5: return INT64_MIN + d;
+	case 6: return INT64_MAX - d;
+	default: return (int64_t)fz_u64(s->in);
+	}
+}
+
+/* Objects for an fd selector; returns how many. */
+static unsigned fi_fds(struct fi *s, int *objs)
+{
+	static const unsigned counts[8] = { 0, 1, 1, 1, 1, 1, 2, 5 };
+	uint8_t f = fz_u8(s->in);
+	unsigned n = counts[f & 7], k = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		int o = fi_new_obj(s, ((f >> 3) & 7) % FI_NKINDS, f >> 6);
+
+		if (o >= 0)
+			objs[k++] = o;
+	}
+	return k;
+}
+
+static void fi_op_send(struct fi *s)
+{
+	int64_t v = fi_value(s);
+	int objs[5];
+	unsigned nfds = fi_fds(s, objs), split = fz_u8(s->in);
+	uint64_t le = htole64((uint64_t)v);
+	const uint8_t *b = (const uint8_t *)&le;
+	unsigned k = split % 9;
+
+	FZ_TRACE("server: %lld with %u fds, split %u\n", (long long)v, nfds, k);
+	if (k == 0 || k == 8) {
+		fi_chunk(s, b, 8, nfds, objs);
+	} else if (split & 0x10) {
+		fi_chunk(s, b, k, 0, NULL);
+		fi_chunk(s, b + k, 8 - k, nfds, objs);
+	} else {
+		fi_chunk(s, b, k, nfds, objs);
+		fi_chunk(s, b + k, 8 - k, 0, NULL);
+	}
+}
+
+static void fi_op_part(struct fi *s)
+{
+	unsigned len = 1 + fz_u8(s->in) % 7;
+	int objs[5];
+	unsigned nfds = fi_fds(s, objs);
+	uint8_t b[8];
+
+	fz_bytes(s->in, b, len);
+	FZ_TRACE("server: %u bytes with %u fds\n", len, nfds);
+	fi_chunk(s, b, len, nfds, objs);
+}
+
+static void fi_op_setup(struct fi *s)
+{
+	uint8_t id = fz_u8(s->in);
+	int o;
+
+	FZ_TRACE("server: set-up, id %u\n", id);
+	s->told_id = id;
+	fi_send_value(s, PORTAL_IVSHMEM_PROTOCOL_VERSION, -1);
+	fi_send_value(s, id, -1);
+	o = fi_new_obj(s, FI_K_MEMFD, 2);
+	fi_send_value(s, -1, o);
+	for (unsigned v = 0; v < s->vectors; v++) {
+		o = fi_new_obj(s, FI_K_EFD, 0);
+		fi_send_value(s, id, o);
+	}
+}
+
+static void fi_op_join(struct fi *s)
+{
+	uint32_t peer = fz_u8(s->in) % 16;
+	uint8_t nb = fz_u8(s->in);
+	unsigned n = nb & 0x80 ? nb % (s->vectors + 2) : s->vectors;
+
+	FZ_TRACE("server: peer %u joins, %u eventfds\n", peer, n);
+	for (unsigned v = 0; v < n; v++)
+		fi_send_value(s, peer, fi_new_obj(s, FI_K_EFD, 0));
+}
+
+static void fi_close_objs(struct fi *s)
+{
+	for (unsigned i = 0; i < s->nobj; i++) {
+		close(s->obj[i].fd);
+		if (s->obj[i].fd2 >= 0)
+			close(s->obj[i].fd2);
+	}
+	s->nobj = 0;
+}
+
+static void fi_run(struct fz *in)
+{
+	struct fi *s = calloc(1, sizeof(*s));
+	uint8_t cfg = fz_u8(in);
+
+	FZ_CHECK(s, "harness: out of memory");
+	s->in = in;
+	s->vectors = cfg & 4 ? 8 : 1 + (cfg & 3);
+	s->short_timeout_zero = cfg & 8;
+	s->srv = -1;
+	fi_model_reset_client(s);
+	fi_end_session(s);
+	FZ_TRACE("client mode: %u vectors\n", s->vectors);
+
+	for (unsigned steps = 0; fz_more(in) && steps < 2048; steps++) {
+		unsigned op = fz_u8(in) % FI_NOPS;
+
+		if (op >= FI_CONNECT && op != FI_CLOSE) {
+			fi_complete(s);
+			fi_connect(s);
+			if (!s->connected)
+				continue;
+		}
+		switch (op) {
+		case FI_SEND: fi_op_send(s); break;
+		case FI_PART: fi_op_part(s); break;
+		case FI_SETUP: fi_op_setup(s); break;
+		case FI_JOIN: fi_op_join(s); break;
+		case FI_LEAVE:
+			fi_send_value(s, fz_u8(in) % 16, -1);
+			break;
+		case FI_EOF:
+			if (s->srv >= 0)
+				fi_eof(s);
+			else
+				s->eof_pending = true;
+			break;
+		case FI_CONNECT:
+			break;
+		case FI_PROCESS:
+			for (unsigned n = 1 + fz_u8(in) % 4; n; n--)
+				fi_process(s);
+			break;
+		case FI_EVENTFD: {
+			uint32_t peer = fi_peer_sel(s);
+
+			fi_op_eventfd(s, peer, fz_u8(in) % (s->vectors + 2));
+			break;
+		}
+		case FI_RING: {
+			uint32_t peer = fi_peer_sel(s);
+
+			fi_op_ring(s, peer, fz_u8(in) % (s->vectors + 2));
+			break;
+		}
+		case FI_PEERS:
+			fi_op_peers(s, fz_u8(in) % (s->npeers + 2));
+			break;
+		case FI_CLOSE:
+			FZ_TRACE("close\n");
+			fi_end_session(s);
+			fi_check_fds(s, "close");
+			break;
+		}
+	}
+	if (s->connected)
+		fi_check_view(s);
+	fi_end_session(s);
+	fi_close_objs(s);
+	free(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* Server mode                                                         */
+/* ------------------------------------------------------------------ */
+
+enum { FS_NONE, FS_LIVE, FS_DYING, FS_DEAD };
+
+struct fs_peer {
+	uint32_t id;
+	int state;
+	bool honest;
+};
+
+struct fs {
+	struct fz *in;
+	struct ivs_config cfg;
+	int lfd, shm, sigr, sigw;
+	pthread_t th;
+	int run_rc;
+	/* every accepted connection, by id (ids are 0, 1, 2, ...) */
+	struct fs_peer ids[FS_MAX_IDS];
+	unsigned naccepted;
+	struct fs_honest {
+		portal_ivshmem_client_t *c;
+		uint32_t id;
+		unsigned nv;
+	} hon[FS_MAX_HONEST];
+	struct fs_hostile {
+		int sock;
+		uint32_t id;
+	} hos[FS_MAX_HOSTILE];
+};
+
+static void *fs_thread(void *arg)
+{
+	struct fs *S = arg;
+
+	S->run_rc = ivs_run(&S->cfg, S->lfd, S->shm, S->sigr);
+	return NULL;
+}
+
+static void fs_signal(struct fs *S, uint32_t signo)
+{
+	struct signalfd_siginfo si;
+
+	memset(&si, 0, sizeof(si));
+	si.ssi_signo = signo;
+	FZ_CHECK(write(S->sigw, &si, sizeof(si)) == (ssize_t)sizeof(si), "signal pipe: %d", errno);
+}
+
+static unsigned fs_count(const struct fs *S, int state)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < S->naccepted; i++)
+		n += S->ids[i].state == state;
+	return n;
+}
+
+/* A new connection's fate. ACCEPTED: it got id ID. */
+static void fs_joined(struct fs *S, bool accepted, uint32_t id, bool honest)
+{
+	unsigned live = fs_count(S, FS_LIVE), dying = fs_count(S, FS_DYING);
+
+	if (!accepted) {
+		FZ_CHECK(live + dying >= S->cfg.max_peers,
+			 "refused with %u live and %u leaving, max_peers %u", live, dying,
+			 S->cfg.max_peers);
+		return;
+	}
+	FZ_CHECK(live < S->cfg.max_peers, "accepted with %u live, max_peers %u", live,
+		 S->cfg.max_peers);
+	FZ_CHECK(id == S->naccepted, "id %u, expected %u (ids are handed out in order)", id,
+		 S->naccepted);
+	FZ_CHECK(S->naccepted < FS_MAX_IDS, "harness: too many ids");
+	S->ids[id].id = id;
+	S->ids[id].state = FS_LIVE;
+	S->ids[id].honest = honest;
+	S->naccepted++;
+}
+
+static int fs_state(const struct fs *S, uint32_t id)
+{
+	return id < S->naccepted ? S->ids[id].state : FS_NONE;
+}
+
+/* Read messages of a hostile client until the end of the stream;
+ * returns false if it did not come in time. */
+static bool fs_drain_to_eof(int sock)
+{
+	int64_t deadline = fi_now() + FS_WAIT_NS, v;
+	int fd, rc;
+
+	for (;;) {
+		int64_t left = deadline - fi_now();
+
+		rc = portal_ivshmem_recv_msg(sock, &v, &fd, left > 0 ? left : 0);
+		if (fd >= 0 && rc == 0)
+			close(fd);
+		if (rc == PORTAL_EPEERDEAD || rc == -ECONNRESET)
+			return true;
+		if (rc == -ETIMEDOUT)
+			return false;
+		/* PORTAL_EPROTO: dropped in the middle of a message (the server had
+		 * sent part of it); read on to the end. */
+		FZ_CHECK(rc == 0 || rc == PORTAL_EPROTO, "hostile reading to the end: %d", rc);
+	}
+}
+
+static void fs_hostile_connect(struct fs *S, bool whole)
+{
+	struct sockaddr_un sa;
+	unsigned slot;
+	int64_t v;
+	int fd, rc, sock;
+
+	for (slot = 0; slot < FS_MAX_HOSTILE && S->hos[slot].sock >= 0; slot++)
+		;
+	if (slot == FS_MAX_HOSTILE)
+		return;
+	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	FZ_CHECK(sock >= 0, "socket: %d", errno);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
+	FZ_CHECK(connect(sock, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %d", errno);
+	rc = portal_ivshmem_recv_msg(sock, &v, &fd, FS_WAIT_NS);
+	FZ_TRACE("hostile connects: %d\n", rc);
+	if (rc == PORTAL_EPEERDEAD) {
+		fs_joined(S, false, 0, false);
+		close(sock);
+		return;
+	}
+	FZ_CHECK(rc == 0 && fd < 0 && v == 0, "version message: rc %d fd %d value %lld", rc, fd,
+		 (long long)v);
+	rc = portal_ivshmem_recv_msg(sock, &v, &fd, FS_WAIT_NS);
+	FZ_CHECK(rc == 0 && fd < 0 && v >= 0 && v <= PORTAL_IVSHMEM_MAX_PEER_ID,
+		 "id message: rc %d fd %d value %lld", rc, fd, (long long)v);
+	fs_joined(S, true, (uint32_t)v, false);
+	S->hos[slot].sock = sock;
+	S->hos[slot].id = (uint32_t)v;
+	if (!whole)
+		return;
+	/* The rest of the set-up: -1 + shm, every live peer's vectors (in
+	 * joining order, which is id order here), then ours. */
+	rc = portal_ivshmem_recv_msg(sock, &v, &fd, FS_WAIT_NS);
+	FZ_CHECK(rc == 0 && fd >= 0 && v == -1, "shm message: rc %d fd %d value %lld", rc, fd,
+		 (long long)v);
+	FZ_CHECK(fi_same_file(fd, S->shm), "the shm fd is not the server's memory");
+	close(fd);
+	{
+		uint32_t me = S->hos[slot].id, prev = 0, cur = UINT32_MAX;
+		unsigned nv = 0;
+		bool any = false;
+
+		for (;;) {
+			rc = portal_ivshmem_recv_msg(sock, &v, &fd, FS_WAIT_NS);
+			FZ_CHECK(rc == 0 && fd >= 0 && v >= 0 && v <= PORTAL_IVSHMEM_MAX_PEER_ID,
+				 "set-up vector: rc %d fd %d value %lld", rc, fd, (long long)v);
+			close(fd);
+			if (nv == 0) {
+				/* the next peer: ascending (joining order), and every
+				 * live peer between the last one and it was listed */
+				cur = (uint32_t)v;
+				FZ_CHECK(!any || cur > prev || cur == me, "set-up order: %u after %u",
+					 cur, prev);
+				for (uint32_t i = any ? prev + 1 : 0; i < cur && cur != me; i++)
+					FZ_CHECK(fs_state(S, i) != FS_LIVE, "set-up skipped live peer %u", i);
+				FZ_CHECK(cur == me || fs_state(S, cur) == FS_LIVE ||
+						 fs_state(S, cur) == FS_DYING,
+					 "set-up lists peer %u, which is gone", cur);
+			}
+			FZ_CHECK((uint32_t)v == cur, "set-up: %lld among peer %u's vectors",
+				 (long long)v, cur);
+			if (++nv < S->cfg.vectors)
+				continue;
+			nv = 0;
+			if (cur == me)
+				break;
+			prev = cur;
+			any = true;
+		}
+		for (uint32_t i = any ? prev + 1 : 0; i < S->naccepted; i++)
+			FZ_CHECK(i == me || fs_state(S, i) != FS_LIVE, "set-up skipped live peer %u", i);
+	}
+}
+
+static void fs_check_table(struct fs *S, struct fs_honest *h, bool exact)
+{
+	uint32_t ids[FS_MAX_IDS];
+	size_t n = portal_ivshmem_client_peers(h->c, ids, FS_MAX_IDS);
+
+	FZ_CHECK(n <= FS_MAX_IDS, "%zu peers", n);
+	for (size_t i = 0; i < n; i++) {
+		int st = fs_state(S, ids[i]);
+
+		FZ_CHECK(ids[i] != h->id, "own id in the peer table");
+		FZ_CHECK(st != FS_NONE, "peer %u was never accepted", ids[i]);
+		if (exact)
+			FZ_CHECK(st == FS_LIVE, "peer %u is gone", ids[i]);
+	}
+}
+
+/* Does H's table hold exactly the live peers (but H), each with all of
+ * H's vectors? */
+static bool fs_table_settled(struct fs *S, struct fs_honest *h)
+{
+	uint32_t ids[FS_MAX_IDS];
+	size_t n = portal_ivshmem_client_peers(h->c, ids, FS_MAX_IDS), k = 0;
+
+	for (unsigned i = 0; i < S->naccepted; i++) {
+		if (S->ids[i].state != FS_LIVE || i == h->id)
+			continue;
+		if (k >= n || ids[k] != i)
+			return false;
+		for (unsigned v = 0; v < h->nv; v++)
+			if (portal_ivshmem_client_eventfd(h->c, i, v) < 0)
+				return false;
+		k++;
+	}
+	return k == n;
+}
+
+/* Process what is there; with WAIT, until the table is settled. */
+static void fs_process(struct fs *S, struct fs_honest *h, bool wait)
+{
+	int64_t deadline = fi_now() + FS_WAIT_NS;
+
+	for (;;) {
+		struct portal_ivshmem_event ev;
+		int rc = portal_ivshmem_client_process(h->c, &ev, wait ? 1000000 : 0);
+
+		FZ_CHECK(rc == 0 || rc == 1, "honest client %u: process %d (%s)", h->id, rc,
+			 portal_strerror(rc));
+		if (rc == 1) {
+			FZ_TRACE("  client %u: event %d peer %u vector %u\n", h->id, ev.kind,
+				 ev.peer, ev.vector);
+			FZ_CHECK(ev.kind == PORTAL_IVSHMEM_EV_OWN_VECTOR ? ev.peer == h->id &&
+					 ev.vector >= h->nv && ev.vector < S->cfg.vectors
+								  : ev.peer != h->id &&
+					 fs_state(S, ev.peer) != FS_NONE,
+				 "client %u: event %d peer %u vector %u", h->id, ev.kind, ev.peer,
+				 ev.vector);
+			if (ev.kind == PORTAL_IVSHMEM_EV_PEER_VECTOR)
+				FZ_CHECK(ev.vector < S->cfg.vectors, "vector %u", ev.vector);
+			continue;
+		}
+		if (!wait || fs_table_settled(S, h))
+			break;
+		FZ_CHECK(fi_now() < deadline, "client %u: peer table never settled", h->id);
+	}
+	fs_check_table(S, h, false);
+}
+
+static void fs_honest_connect(struct fs *S, unsigned nv)
+{
+	portal_ivshmem_client_t *c = NULL;
+	unsigned slot;
+	int rc;
+
+	for (slot = 0; slot < FS_MAX_HONEST && S->hon[slot].c; slot++)
+		;
+	if (slot == FS_MAX_HONEST)
+		return;
+	rc = portal_ivshmem_client_connect(fi_path, nv, FS_WAIT_NS, &c);
+	FZ_TRACE("honest connects (%u vectors): %d\n", nv, rc);
+	FZ_CHECK(rc == 0 || rc == -ECONNREFUSED, "honest connect: %d (%s)", rc,
+		 portal_strerror(rc));
+	fs_joined(S, rc == 0, rc == 0 ? portal_ivshmem_client_id(c) : 0, true);
+	if (rc)
+		return;
+	S->hon[slot].c = c;
+	S->hon[slot].id = portal_ivshmem_client_id(c);
+	S->hon[slot].nv = nv;
+	FZ_CHECK(portal_ivshmem_client_shm_size(c) == 4096, "shm size");
+	FZ_CHECK(fi_same_file(portal_ivshmem_client_shm_fd(c), S->shm), "shm fd");
+	/* Its set-up listed every live peer and no dead one. */
+	for (unsigned i = 0; i < S->naccepted; i++)
+		if (S->ids[i].state == FS_LIVE && i != S->hon[slot].id)
+			FZ_CHECK(portal_ivshmem_client_eventfd(c, i, 0) >= 0,
+				 "set-up of %u missed live peer %u", S->hon[slot].id, i);
+	fs_check_table(S, &S->hon[slot], false);
+}
+
+static struct fs_hostile *fs_pick_hostile(struct fs *S)
+{
+	unsigned k = fz_u8(S->in), n = 0;
+
+	for (unsigned i = 0; i < FS_MAX_HOSTILE; i++)
+		n += S->hos[i].sock >= 0;
+	if (!n)
+		return NULL;
+	k %= n;
+	for (unsigned i = 0; i < FS_MAX_HOSTILE; i++)
+		if (S->hos[i].sock >= 0 && k-- == 0)
+			return &S->hos[i];
+	return NULL;
+}
+
+static struct fs_honest *fs_pick_honest(struct fs *S)
+{
+	unsigned k = fz_u8(S->in), n = 0;
+
+	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
+		n += S->hon[i].c != NULL;
+	if (!n)
+		return NULL;
+	k %= n;
+	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
+		if (S->hon[i].c && k-- == 0)
+			return &S->hon[i];
+	return NULL;
+}
+
+/* A hostile client that misbehaved must be dropped: its stream ends. */
+static void fs_must_drop(struct fs *S, struct fs_hostile *x, const char *what)
+{
+	FZ_CHECK(fs_drain_to_eof(x->sock), "hostile %u %s and was not dropped", x->id, what);
+	close(x->sock);
+	x->sock = -1;
+	S->ids[x->id].state = FS_DEAD;
+}
+
+static void fs_send(struct fs *S, struct fs_hostile *x)
+{
+	unsigned len = 1 + fz_u8(S->in) % 300, nfds = 0;
+	uint8_t f = fz_u8(S->in), *b = malloc(len);
+	union {
+		struct cmsghdr hdr;
+		char buf[CMSG_SPACE(sizeof(int) * 3)];
+	} u;
+	struct msghdr m;
+	struct iovec iov;
+	int fds[3];
+	ssize_t k;
+
+	fz_bytes(S->in, b, len);
+	memset(&m, 0, sizeof(m));
+	memset(&u, 0, sizeof(u));
+	iov.iov_base = b;
+	iov.iov_len = len;
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	nfds = f % 4;
+	if (nfds) {
+		struct cmsghdr *c;
+
+		for (unsigned i = 0; i < nfds; i++) {
+			fds[i] = f & 0x10 ? eventfd(0, EFD_CLOEXEC) : open("/dev/null", O_RDONLY | O_CLOEXEC);
+			FZ_CHECK(fds[i] >= 0, "fd: %d", errno);
+		}
+		m.msg_control = u.buf;
+		m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	k = sendmsg(x->sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+	FZ_TRACE("hostile %u sends %u bytes, %u fds: %zd\n", x->id, len, nfds, k);
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	free(b);
+	if (k > 0) {
+		fs_must_drop(S, x, "sent bytes");
+	} else {
+		/* it was dropped already? then the send fails */
+		FZ_CHECK(0, "hostile send: %zd errno %d", k, errno);
+	}
+}
+
+static void fs_read(struct fs_hostile *x)
+{
+	int64_t v;
+	int fd, rc;
+
+	while ((rc = portal_ivshmem_recv_msg(x->sock, &v, &fd, 0)) == 0) {
+		FZ_CHECK(v >= -1 && v <= PORTAL_IVSHMEM_MAX_PEER_ID, "hostile %u got %lld", x->id,
+			 (long long)v);
+		if (fd >= 0)
+			close(fd);
+	}
+	FZ_CHECK(rc == -ETIMEDOUT, "a live client's stream: %d", rc);
+}
+
+static void fs_ring(struct fs *S, struct fs_honest *a, struct fs_honest *b, unsigned v)
+{
+	uint64_t val = 0;
+	int fd = portal_ivshmem_client_eventfd(a->c, b->id, v), rc, own;
+
+	if (a == b || v >= a->nv)
+		return;
+	FZ_CHECK(fd >= 0 || fd == -ENOENT, "eventfd: %d", fd);
+	if (fd < 0)
+		return;
+	rc = portal_ivshmem_client_ring(a->c, b->id, v);
+	FZ_CHECK(rc == 0, "ring: %d", rc);
+	if (v >= b->nv)
+		return;
+	own = portal_ivshmem_client_eventfd(b->c, b->id, v);
+	FZ_CHECK(own >= 0, "own eventfd %u: %d", v, own);
+	FZ_CHECK(read(own, &val, sizeof(val)) == 8 && val == 1, "%u rang %u on %u: counter %llu",
+		 a->id, b->id, v, (unsigned long long)val);
+	(void)S;
+}
+
+static void fs_run(struct fz *in)
+{
+	struct fs *S = calloc(1, sizeof(*S));
+	uint8_t cfg = fz_u8(in);
+	struct sockaddr_un sa;
+	int p[2], rc;
+	struct timespec ts;
+
+	FZ_CHECK(S, "harness: out of memory");
+	S->in = in;
+	S->cfg.vectors = 1 + cfg % 3;
+	S->cfg.max_peers = 1 + (cfg >> 2) % 6;
+	S->cfg.verbosity = fz_trace_on > 1 ? IVS_LOG_DEBUG : IVS_LOG_ALWAYS - 1;
+	ivs_set_verbosity(S->cfg.verbosity);
+	for (unsigned i = 0; i < FS_MAX_HOSTILE; i++)
+		S->hos[i].sock = -1;
+	FZ_TRACE("server mode: %u vectors, max %u peers\n", S->cfg.vectors, S->cfg.max_peers);
+
+	unlink(fi_path);
+	S->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	FZ_CHECK(S->lfd >= 0, "socket: %d", errno);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
+	FZ_CHECK(bind(S->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %d", errno);
+	FZ_CHECK(listen(S->lfd, 64) == 0, "listen: %d", errno);
+	S->shm = memfd_create("fs-shm", MFD_CLOEXEC);
+	FZ_CHECK(S->shm >= 0 && ftruncate(S->shm, 4096) == 0, "memfd: %d", errno);
+	FZ_CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %d", errno);
+	S->sigr = p[0];
+	S->sigw = p[1];
+	FZ_CHECK(pthread_create(&S->th, NULL, fs_thread, S) == 0, "pthread_create");
+
+	for (unsigned steps = 0; fz_more(in) && steps < 256; steps++) {
+		unsigned op = fz_u8(in) % FS_NOPS;
+		struct fs_hostile *x;
+		struct fs_honest *h, *h2;
+
+		switch (op) {
+		case FS_HONEST:
+			fs_honest_connect(S, 1 + fz_u8(in) % S->cfg.vectors);
+			break;
+		case FS_HOSTILE:
+			fs_hostile_connect(S, fz_u8(in) & 1);
+			break;
+		case FS_SEND:
+			if ((x = fs_pick_hostile(S)))
+				fs_send(S, x);
+			break;
+		case FS_SHUT:
+			if ((x = fs_pick_hostile(S))) {
+				FZ_TRACE("hostile %u half-closes\n", x->id);
+				FZ_CHECK(shutdown(x->sock, SHUT_WR) == 0, "shutdown: %d", errno);
+				fs_must_drop(S, x, "half-closed");
+			}
+			break;
+		case FS_DROP:
+			if ((x = fs_pick_hostile(S))) {
+				FZ_TRACE("hostile %u closes\n", x->id);
+				close(x->sock);
+				x->sock = -1;
+				S->ids[x->id].state = FS_DYING;
+			}
+			break;
+		case FS_READ:
+			if ((x = fs_pick_hostile(S)))
+				fs_read(x);
+			break;
+		case FS_PROCESS:
+			if ((h = fs_pick_honest(S)))
+				fs_process(S, h, false);
+			break;
+		case FS_LEAVE:
+			if ((h = fs_pick_honest(S))) {
+				FZ_TRACE("honest %u closes\n", h->id);
+				portal_ivshmem_client_close(h->c);
+				h->c = NULL;
+				S->ids[h->id].state = FS_DYING;
+			}
+			break;
+		case FS_STATUS:
+			fs_signal(S, SIGUSR1);
+			break;
+		case FS_RING:
+			h = fs_pick_honest(S);
+			h2 = fs_pick_honest(S);
+			if (h && h2)
+				fs_ring(S, h, h2, fz_u8(in) % S->cfg.vectors);
+			break;
+		}
+	}
+
+	/* Settle: those that closed are gone for good; every honest table
+	 * converges to exactly the live peers. */
+	for (unsigned i = 0; i < S->naccepted; i++)
+		if (S->ids[i].state == FS_DYING)
+			S->ids[i].state = FS_DEAD;
+	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
+		if (S->hon[i].c) {
+			fs_process(S, &S->hon[i], true);
+			fs_check_table(S, &S->hon[i], true);
+		}
+	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
+		for (unsigned j = 0; j < FS_MAX_HONEST; j++)
+			if (S->hon[i].c && S->hon[j].c)
+				for (unsigned v = 0; v < S->cfg.vectors; v++)
+					fs_ring(S, &S->hon[i], &S->hon[j], v);
+	for (unsigned i = 0; i < FS_MAX_HOSTILE; i++)
+		if (S->hos[i].sock >= 0)
+			fs_read(&S->hos[i]);
+
+	/* Stop: within seconds, and every client sees the end. */
+	fs_signal(S, SIGTERM);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += FS_WAIT_NS / 1000000000;
+	rc = pthread_timedjoin_np(S->th, NULL, &ts);
+	FZ_CHECK(rc == 0, "the server did not stop on SIGTERM: %d", rc);
+	FZ_CHECK(S->run_rc == 0, "ivs_run: %d", S->run_rc);
+	for (unsigned i = 0; i < FS_MAX_HONEST; i++) {
+		if (!S->hon[i].c)
+			continue;
+		for (;;) {
+			rc = portal_ivshmem_client_process(S->hon[i].c, NULL, FS_WAIT_NS);
+			if (rc != 1)
+				break;
+		}
+		FZ_CHECK(rc == PORTAL_EPEERDEAD, "after shutdown: %d", rc);
+		portal_ivshmem_client_close(S->hon[i].c);
+	}
+	for (unsigned i = 0; i < FS_MAX_HOSTILE; i++) {
+		if (S->hos[i].sock < 0)
+			continue;
+		FZ_CHECK(fs_drain_to_eof(S->hos[i].sock), "hostile %u: no end after shutdown",
+			 S->hos[i].id);
+		close(S->hos[i].sock);
+	}
+	close(S->lfd);
+	close(S->shm);
+	close(S->sigr);
+	close(S->sigw);
+	unlink(fi_path);
+	free(S);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void fi_cleanup(void)
+{
+	if (fi_listen >= 0)
+		close(fi_listen);
+	unlink(fi_path);
+	rmdir(fi_dir);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc, (void)argv;
+	fz_init();
+	snprintf(fi_dir, sizeof(fi_dir), "/tmp/portal-fuzz-ivs-XXXXXX");
+	FZ_CHECK(mkdtemp(fi_dir), "mkdtemp: %d", errno);
+	snprintf(fi_path, sizeof(fi_path), "%s/s", fi_dir);
+	atexit(fi_cleanup);
+	return 0;
+}
+
+/* Client mode's listening socket (server mode binds its own). */
+static void fi_listen_on(void)
+{
+	struct sockaddr_un sa;
+
+	if (fi_listen >= 0)
+		return;
+	unlink(fi_path);
+	fi_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	FZ_CHECK(fi_listen >= 0, "socket: %d", errno);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
+	FZ_CHECK(bind(fi_listen, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %d", errno);
+	FZ_CHECK(listen(fi_listen, 8) == 0, "listen: %d", errno);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	struct fz in = { data, size };
+	uint8_t mode = fz_u8(&in);
+	int after;
+
+	if (mode & 1) {
+		if (fi_listen >= 0) {
+			close(fi_listen);
+			fi_listen = -1;
+		}
+		fi_baseline = fi_count_fds();
+		fs_run(&in);
+	} else {
+		fi_listen_on();
+		fi_baseline = fi_count_fds();
+		fi_run(&in);
+	}
+	after = fi_count_fds();
+	FZ_CHECK(after == fi_baseline, "%d fds open after the input, %d before", after,
+		 fi_baseline);
+	return 0;
+}
