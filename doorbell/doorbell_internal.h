@@ -146,6 +146,12 @@ int64_t portal_db_now_ns(void);
  * blocking). Returns 0 or a negative errno. */
 int portal_db_eventfd_drain(int fd, bool nonblock);
 
+/* fdpass.c: take the first fd of M's SCM_RIGHTS data into *FD (if it is
+ * still -1), closing every further one. Returns 1 if M held anything else
+ * (more fds, another control message, truncated control data), else 0. */
+struct msghdr;
+int portal_db_take_fds(const struct msghdr *m, int *fd);
+
 /* Turn an absolute CLOCK_MONOTONIC deadline into a relative timespec
  * (zero if already past). */
 void portal_db_remaining(int64_t deadline_ns, struct timespec *ts);

@@ -58,15 +58,44 @@ int portal_fd_send(int unix_sock, int fd)
 	}
 }
 
+int portal_db_take_fds(const struct msghdr *m, int *fd)
+{
+	struct cmsghdr *c;
+	int bad = 0;
+
+	for (c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR((struct msghdr *)m, c)) {
+		size_t i, nfds;
+
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
+			bad = 1;
+			continue;
+		}
+		nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < nfds; i++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
+			if (*fd < 0) {
+				*fd = f;
+			} else {
+				close(f);
+				bad = 1;
+			}
+		}
+	}
+	if (m->msg_flags & MSG_CTRUNC)
+		bad = 1;
+	return bad;
+}
+
 int portal_fd_recv(int unix_sock, int *fd)
 {
 	union fdpass_cmsg u;
 	struct msghdr m;
-	struct cmsghdr *c;
 	struct iovec iov;
 	char byte;
 	ssize_t n;
-	int got = -1, bad = 0;
+	int got = -1, bad;
 
 	if (!fd)
 		return -EINVAL;
@@ -85,30 +114,9 @@ int portal_fd_recv(int unix_sock, int *fd)
 	if (n < 0)
 		return -errno;
 
-	for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-		size_t i, nfds;
-
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-			bad = 1;
-			continue;
-		}
-		nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < nfds; i++) {
-			int f;
-
-			memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
-			if (got < 0) {
-				got = f;
-			} else {
-				close(f);
-				bad = 1;
-			}
-		}
-	}
+	bad = portal_db_take_fds(&m, &got);
 	if (n == 0 && got < 0)
 		return PORTAL_EPEERDEAD;
-	if (m.msg_flags & MSG_CTRUNC)
-		bad = 1;
 	if (bad || got < 0) {
 		if (got >= 0)
 			close(got);

@@ -116,7 +116,6 @@ int portal_ivshmem_recv_msg(int sock, int64_t *value, int *fd, int64_t timeout_n
 	while (got < sizeof(msg)) {
 		struct msghdr m;
 		struct iovec iov;
-		struct cmsghdr *c;
 		ssize_t n;
 
 		memset(&m, 0, sizeof(m));
@@ -152,27 +151,7 @@ int portal_ivshmem_recv_msg(int sock, int64_t *value, int *fd, int64_t timeout_n
 			k = -errno;
 			goto fail_errno;
 		}
-		for (c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-			size_t i, nfds;
-
-			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-				bad = 1;
-				continue;
-			}
-			nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-			for (i = 0; i < nfds; i++) {
-				int f;
-
-				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(f));
-				if (rfd < 0) {
-					rfd = f;
-				} else {
-					close(f);
-					bad = 1;
-				}
-			}
-		}
-		if (m.msg_flags & MSG_CTRUNC)
+		if (portal_db_take_fds(&m, &rfd))
 			bad = 1;
 		if (n == 0) {
 			if (!got && rfd < 0 && !bad)
