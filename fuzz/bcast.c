@@ -60,6 +60,7 @@ struct st {
 	bool hprod, lap;
 	portal_bcast_t *b;
 	bool quar, tainted;
+	bool evicted;          /* honest subscriber: its line was freed by an eviction */
 	uint64_t nonce;
 	/* peer producer (honest subscriber) */
 	uint64_t pt;
@@ -72,9 +73,16 @@ struct st {
 };
 
 static uint64_t ld(_Atomic uint64_t *p) { return atomic_load_explicit(p, memory_order_relaxed); }
-static uint32_t ld32(_Atomic uint32_t *p) { return atomic_load_explicit(p, memory_order_relaxed); }
 static void st64(_Atomic uint64_t *p, uint64_t v) { atomic_store_explicit(p, v, memory_order_relaxed); }
-static void st32(_Atomic uint32_t *p, uint32_t v) { atomic_store_explicit(p, v, memory_order_relaxed); }
+
+/* Line J's state (bits 0-31 of its state word) and a store of a new state
+ * that keeps the generation (bits 32-63). */
+static uint32_t lstate(struct st *s, uint32_t j) { return (uint32_t)ld(&s->subs[j].state); }
+
+static void set_lstate(struct st *s, uint32_t j, uint32_t v)
+{
+	st64(&s->subs[j].state, (ld(&s->subs[j].state) & ~(uint64_t)UINT32_MAX) | v);
+}
 
 static uint32_t idx(struct st *s, uint64_t pos) { return (uint32_t)(pos & (s->cap - 1)); }
 
@@ -147,6 +155,11 @@ static bool sub_judge(struct st *s, int rc, const char *what)
 		check_diff(s, NULL, what);
 		return false;
 	}
+	if (s->evicted) {
+		FZ_CHECK(rc == -EOWNERDEAD, "%s on an evicted handle: %d", what, rc);
+		check_diff(s, NULL, what);
+		return false;
+	}
 	if (rc == PORTAL_EPROTO) {
 		FZ_CHECK(s->tainted, "%s: PORTAL_EPROTO but the producer stayed plausible", what);
 		check_diff(s, NULL, what);
@@ -212,8 +225,8 @@ static void sub_ready(struct st *s)
 	rc = portal_bcast_ready(s->b);
 	check_diff(s, NULL, "ready");
 	FZ_CHECK(rc == 0 || rc == 1, "ready: %d", rc);
-	if (s->quar)
-		FZ_CHECK(rc == 1, "ready on a quarantined handle: %d", rc);
+	if (s->quar || s->evicted)
+		FZ_CHECK(rc == 1, "ready on a quarantined or evicted handle: %d", rc);
 	else if (!s->tainted)
 		FZ_CHECK(rc == (my_cursor(s) != s->pt), "ready: %d", rc);
 }
@@ -222,15 +235,36 @@ static void sub_reattach(struct st *s)
 {
 	int rc;
 
+	uint64_t w = ld(&s->subs[s->hsub].state);
+
+	memcpy(s->snap, s->mem, s->len);
 	portal_bcast_detach(s->b);
 	s->b = NULL;
-	FZ_CHECK(ld32(&s->subs[s->hsub].active) == 0, "detach left the line active");
-	rc = portal_bcast_attach(s->mem, s->len, (int)s->hsub, &s->b);
+	if (s->evicted) {
+		/* Our line is someone else's now, or free: detach leaves it. */
+		check_diff(s, NULL, "detach after eviction");
+		if ((uint32_t)w != PORTAL_BCAST_SUB_FREE) {
+			rc = portal_bcast_attach(s->mem, s->len, (int)s->hsub, &s->b);
+			FZ_CHECK(rc == -EBUSY && !s->b, "attach to a line held by another: %d", rc);
+			set_lstate(s, s->hsub, PORTAL_BCAST_SUB_FREE); /* the other one leaves */
+		}
+	} else {
+		FZ_CHECK(lstate(s, s->hsub) == PORTAL_BCAST_SUB_FREE &&
+			 ld(&s->subs[s->hsub].state) >> 32 == w >> 32,
+			 "detach: the line is not free, or its generation changed");
+	}
+	w = ld(&s->subs[s->hsub].state);
+	rc = portal_bcast_attach_owner(s->mem, s->len, (int)s->hsub, s->nonce, &s->b);
 	FZ_TRACE("reattach: %d\n", rc);
 	FZ_CHECK(rc == 0, "subscriber attach: %d", rc);
-	FZ_CHECK(ld32(&s->subs[s->hsub].active) == 1 && my_cursor(s) == ld(&s->h->prod_tail),
-		 "a new subscriber starts at prod_tail, subscribed");
+	FZ_CHECK(lstate(s, s->hsub) == PORTAL_BCAST_SUB_ACTIVE &&
+		 my_cursor(s) == ld(&s->h->prod_tail) &&
+		 ld(&s->subs[s->hsub].owner) == s->nonce,
+		 "a new subscriber starts at prod_tail, subscribed, with its tag");
+	FZ_CHECK(ld(&s->subs[s->hsub].state) >> 32 == (uint32_t)((w >> 32) + 1),
+		 "a join starts a new generation");
 	s->quar = false;
+	s->evicted = false;
 	s->tainted = producer_forged(s);
 }
 
@@ -240,7 +274,7 @@ static bool may_write(struct st *s)
 {
 	uint64_t c = my_cursor(s);
 
-	if (s->lap || !s->b || ld32(&s->subs[s->hsub].active) != 1)
+	if (s->lap || !s->b || lstate(s, s->hsub) != PORTAL_BCAST_SUB_ACTIVE)
 		return true;
 	return (int64_t)(s->pt - c) < 0 || s->pt - c < s->cap;
 }
@@ -306,7 +340,7 @@ static void pub_call(struct st *s)
 
 	fz_fill(msg, s->slot, s->nonce ^ fz_mix(p0) ^ 9);
 	for (uint32_t j = 0; j < s->max_subs; j++) {
-		active[j] = ld32(&s->subs[j].active);
+		active[j] = lstate(s, j);
 		cur[j] = ld(&s->subs[j].cursor);
 		/* In range (not ahead, at most a ring behind) and a ring behind. */
 		if (active[j] == 1 && cur[j] <= p0 && p0 - cur[j] == s->cap)
@@ -364,7 +398,7 @@ static void pub_reattach(struct st *s)
 	for (uint32_t j = 0; j < s->max_subs; j++) {
 		uint64_t pt = ld(&s->h->prod_tail), c = ld(&s->subs[j].cursor);
 
-		s->honest_line[j] = ld32(&s->subs[j].active) != 1 || (c <= pt && pt - c <= s->cap);
+		s->honest_line[j] = lstate(s, j) != 1 || (c <= pt && pt - c <= s->cap);
 	}
 }
 
@@ -372,7 +406,7 @@ static void line_read(struct st *s, uint32_t j, unsigned k)
 {
 	uint64_t pt = ld(&s->h->prod_tail), c = ld(&s->subs[j].cursor);
 
-	if (ld32(&s->subs[j].active) != 1 || c > pt)
+	if (lstate(s, j) != 1 || c > pt)
 		return;
 	if (k > pt - c)
 		k = (unsigned)(pt - c);
@@ -387,24 +421,27 @@ static void line_read(struct st *s, uint32_t j, unsigned k)
 
 static void line_join(struct st *s, uint32_t j, unsigned how)
 {
-	uint32_t a = ld32(&s->subs[j].active);
+	uint32_t a = lstate(s, j);
 
 	switch (how % 3) {
 	case 0: /* join, or finish joining */
 		if (a != 0 && a != 2)
 			return;
+		if (a == 0)
+			st64(&s->subs[j].state, ld(&s->subs[j].state) + (UINT64_C(1) << 32));
+		st64(&s->subs[j].owner, 100 + j);
 		st64(&s->subs[j].cursor, ld(&s->h->prod_tail));
-		st32(&s->subs[j].active, 1);
+		set_lstate(s, j, 1);
 		s->honest_line[j] = true;
 		break;
-	case 1: /* half-join: claimed, not subscribed yet */
+	case 1: /* half-join: claimed, not subscribed yet (its tag not stored) */
 		if (a != 0)
 			return;
-		st32(&s->subs[j].active, 2);
+		st64(&s->subs[j].state, ((ld(&s->subs[j].state) >> 32) + 1) << 32 | 2);
 		st64(&s->subs[j].cursor, ld(&s->h->prod_tail));
 		break;
 	default:
-		st32(&s->subs[j].active, 0);
+		set_lstate(s, j, 0);
 		break;
 	}
 }
@@ -420,12 +457,12 @@ static void line_forge(struct st *s, struct fz *in, uint32_t j, bool active)
 			s->honest_line[j] = false;
 		else if (v == 1)
 			s->honest_line[j] = true;
-		st32(&s->subs[j].active, v);
+		set_lstate(s, j, v);
 	} else {
 		uint64_t v = fz_value(in, c, pt, s->cap);
 
 		/* Moving forward, not past the producer, is what a reader does. */
-		if (!(ld32(&s->subs[j].active) == 1 && v >= c && v <= pt))
+		if (!(lstate(s, j) == 1 && v >= c && v <= pt))
 			s->honest_line[j] = false;
 		st64(&s->subs[j].cursor, v);
 	}
@@ -435,7 +472,58 @@ static void lines_heal(struct st *s)
 {
 	for (uint32_t j = 0; j < s->max_subs; j++)
 		if (!s->honest_line[j])
-			st32(&s->subs[j].active, 0);
+			set_lstate(s, j, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Eviction                                                             */
+/* ------------------------------------------------------------------ */
+
+/* The honest side evicts line J under the line's own tag (TAGSEL 0),
+ * another tag (1) or PORTAL_BCAST_OWNER_ANY (2). Only the state word of a
+ * line that is held under that tag changes, to free with its generation. */
+static void evict_call(struct st *s, uint32_t j, unsigned tagsel)
+{
+	uint64_t w = ld(&s->subs[j].state), owner = ld(&s->subs[j].owner);
+	uint64_t tag = tagsel == 0 ? owner : tagsel == 1 ? owner + 1 : PORTAL_BCAST_OWNER_ANY;
+	struct fz_ranges ok = { .n = 0 };
+	int rc, want;
+
+	if (!s->hprod && j == s->hsub)
+		want = -EINVAL;
+	else if ((uint32_t)w == PORTAL_BCAST_SUB_FREE || (tag != PORTAL_BCAST_OWNER_ANY && owner != tag))
+		want = 0;
+	else
+		want = 1;
+	memcpy(s->snap, s->mem, s->len);
+	rc = portal_bcast_evict(s->b, j, tag);
+	FZ_TRACE("evict line %u (state %#llx, tag %llu): %d\n", j, (unsigned long long)w,
+		 (unsigned long long)tag, rc);
+	FZ_CHECK(rc == want, "evict line %u: %d, want %d", j, rc, want);
+	if (rc == 1) {
+		FZ_CHECK(ld(&s->subs[j].state) == (w & ~(uint64_t)UINT32_MAX),
+			 "evict: state %#llx from %#llx", (unsigned long long)ld(&s->subs[j].state),
+			 (unsigned long long)w);
+		fz_allow(&ok, line_off(j), line_off(j) + 8);
+	}
+	check_diff(s, &ok, "evict");
+}
+
+/* Someone else evicts the honest subscriber's line (HOW 0), and maybe a
+ * new subscriber takes it (1): from then on its handle reads -EOWNERDEAD. */
+static void sub_evicted(struct st *s, unsigned how)
+{
+	_Atomic uint64_t *w = &s->subs[s->hsub].state;
+
+	if (how == 0) {
+		set_lstate(s, s->hsub, PORTAL_BCAST_SUB_FREE);
+	} else {
+		st64(w, ((ld(w) >> 32) + 1) << 32 | PORTAL_BCAST_SUB_ACTIVE);
+		st64(&s->subs[s->hsub].owner, 77);
+		st64(&s->subs[s->hsub].cursor, ld(&s->h->prod_tail));
+	}
+	s->evicted = true;
+	FZ_TRACE("the honest subscriber's line is evicted%s\n", how ? " and re-joined" : "");
 }
 
 /* ------------------------------------------------------------------ */
@@ -492,7 +580,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			s->hprod ? pub_call(s) : sub_read(s);
 			break;
 		case FZB_READY:
-			s->hprod ? pub_wrong(s) : sub_ready(s);
+			if (!s->hprod) {
+				sub_ready(s);
+				break;
+			}
+			a = fz_u8(&in);
+			if (a & 1)
+				pub_wrong(s);
+			else
+				evict_call(s, (a >> 1) % s->max_subs, (a >> 4) % 3);
 			break;
 		case FZB_REATTACH:
 			s->hprod ? pub_reattach(s) : sub_reattach(s);
@@ -519,6 +615,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			b = fz_u8(&in);
 			if (s->hprod)
 				line_join(s, a % s->max_subs, b);
+			else if (a % s->max_subs == s->hsub && b % 3 < 2)
+				sub_evicted(s, b % 3);
+			else if (a % s->max_subs == s->hsub)
+				evict_call(s, s->hsub, 0);
+			else if (b % 6 < 3)
+				line_join(s, a % s->max_subs, b);
+			else
+				evict_call(s, a % s->max_subs, b % 6 - 3);
 			break;
 		case FZB_P_FORGE:
 			a = fz_u8(&in);

@@ -113,12 +113,18 @@ enum fzm_op {
  */
 enum fzb_op {
 	FZB_CALL,      /* producer: publish; subscriber: read */
-	FZB_READY,     /* subscriber: portal_bcast_ready; producer: a wrong-role call */
+	FZB_READY,     /* subscriber: portal_bcast_ready; producer: u8 a: a & 1 a wrong-role
+	                * call, else evict line (a >> 1) % max_subs under its own tag,
+	                * another or OWNER_ANY ((a >> 4) % 3) */
 	FZB_REATTACH,
 	FZB_P_GOOD,    /* peer producer: u8 k publish; peer subscriber: u8 line, u8 k read */
 	FZB_P_BEGIN,   /* peer producer: start writing the next slot (sequence 0) */
 	FZB_P_END,     /* peer producer: finish it */
-	FZB_P_JOIN,    /* peer subscriber: u8 line, u8 how: join / half-join / leave */
+	FZB_P_JOIN,    /* peer subscriber: u8 line, u8 how: join / half-join / leave.
+	                * Honest subscriber: on its own line, how % 3: evicted by
+	                * another / evicted and re-joined by another / it evicts
+	                * itself (refused); on another line, how % 6: 0-2 as the
+	                * peer subscriber's, 3-5 it evicts that line (tag as above) */
 	FZB_P_FORGE,   /* u8 what/line, fz_value: prod_tail, a slot sequence, a cursor, active */
 	FZB_P_PAYLOAD, /* u8 slot, u8 byte, u8 value */
 	FZB_P_HEAL,

@@ -374,8 +374,9 @@ static void use_bcast(void *mem, size_t len)
 		uint64_t lost = 0;
 
 		if (!w && sub == 0 &&
-		    atomic_load_explicit(&((struct portal_bcast_sub *)(void *)((uint8_t *)mem + 256))->active,
-					 memory_order_relaxed) != 0)
+		    (uint32_t)atomic_load_explicit(&((struct portal_bcast_sub *)(void *)
+						       ((uint8_t *)mem + 256))->state,
+						     memory_order_relaxed) != PORTAL_BCAST_SUB_FREE)
 			w = -EBUSY;
 		rc = portal_bcast_attach(mem, len, sub, &b);
 		FZ_CHECK(rc == w, "bcast attach(%d): %d, reference says %d", sub, rc, w);

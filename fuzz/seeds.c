@@ -518,6 +518,24 @@ static void seeds_bcast(void)
 			put8(&b, FZB_REATTACH);
 			put8(&b, FZB_P_GOOD); put8(&b, 1);
 			put8(&b, FZB_CALL);
+			/* Evicted by someone else (the line freed), read, re-attach;
+			 * then evicted and the line re-joined by another: re-attach
+			 * finds it busy. Evict our own line (refused), line 0 joins
+			 * and is evicted under its tag. */
+			put8(&b, FZB_P_JOIN); put8(&b, 1); put8(&b, 0);
+			put8(&b, FZB_P_GOOD); put8(&b, cap + 1);
+			put8(&b, FZB_CALL);
+			put8(&b, FZB_READY);
+			put8(&b, FZB_REATTACH);
+			put8(&b, FZB_CALL);
+			put8(&b, FZB_P_JOIN); put8(&b, 1); put8(&b, 1);
+			put8(&b, FZB_CALL);
+			put8(&b, FZB_REATTACH);
+			put8(&b, FZB_P_JOIN); put8(&b, 1); put8(&b, 2);
+			put8(&b, FZB_P_JOIN); put8(&b, 0); put8(&b, 0);
+			put8(&b, FZB_P_JOIN); put8(&b, 0); put8(&b, 3);
+			put8(&b, FZB_P_GOOD); put8(&b, 1);
+			put8(&b, FZB_CALL);
 			snprintf(name, sizeof(name), "sub-%s-b%u", lap ? "lap" : "hold", base);
 			save("bcast", name, &b);
 
@@ -543,13 +561,26 @@ static void seeds_bcast(void)
 			put8(&b, FZB_CALL);
 			put8(&b, FZB_P_FORGE); put8(&b, 1); put8(&b, 3);
 			put8(&b, FZB_CALL);
-			put8(&b, FZB_READY);
+			put8(&b, FZB_READY); put8(&b, 1); /* a wrong-role call */
 			put8(&b, FZB_P_HEAL);
 			put8(&b, FZB_REATTACH);
 			for (unsigned i = 0; i < cap + 1; i++)
 				put8(&b, FZB_CALL);
 			put8(&b, FZB_P_JOIN); put8(&b, 1); put8(&b, 2);  /* leave */
 			put8(&b, FZB_CALL);
+			/* Line 0 stops reading and holds (HOLD); evicted under a
+			 * wrong tag (nothing), its own tag, then a half-joined
+			 * line 1 by OWNER_ANY; the producer goes on. */
+			put8(&b, FZB_P_JOIN); put8(&b, 0); put8(&b, 0);
+			for (unsigned i = 0; i < cap + 1; i++)
+				put8(&b, FZB_CALL);
+			put8(&b, FZB_READY); put8(&b, 0 << 1 | 1 << 4);
+			put8(&b, FZB_READY); put8(&b, 0 << 1 | 0 << 4);
+			put8(&b, FZB_READY); put8(&b, 0 << 1 | 0 << 4);
+			put8(&b, FZB_P_JOIN); put8(&b, 1); put8(&b, 1);  /* half-join */
+			put8(&b, FZB_READY); put8(&b, 1 << 1 | 2 << 4);
+			for (unsigned i = 0; i < cap + 1; i++)
+				put8(&b, FZB_CALL);
 			snprintf(name, sizeof(name), "pub-%s-b%u", lap ? "lap" : "hold", base);
 			save("bcast", name, &b);
 		}

@@ -12,9 +12,15 @@
  * others' messages.
  * LAP: the producer never waits. A subscriber that fell a ring behind is
  * told how many messages it lost and moved to the oldest one still held.
+ *
+ * A subscriber that dies holds its line (and, in HOLD mode, the producer)
+ * until someone who knows it is dead frees the line with portal_bcast_evict.
+ * Each line's state word carries a generation, +1 at every join, so an
+ * eviction's CAS names one subscription and never frees a successor's.
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/atomic_internal.h"
 #include "common/log_internal.h"
@@ -22,6 +28,11 @@
 #include "ring/ring_internal.h"
 
 #define MAX_SUBS 64u
+
+/* A line's state word: generation in bits 32-63, state in bits 0-31. */
+static inline uint64_t sub_word(uint32_t gen, uint32_t st) { return (uint64_t)gen << 32 | st; }
+static inline uint32_t sub_state(uint64_t w) { return (uint32_t)w; }
+static inline uint32_t sub_gen(uint64_t w) { return (uint32_t)(w >> 32); }
 
 struct portal_bcast {
 	struct portal_bcast_hdr *hdr;
@@ -34,10 +45,12 @@ struct portal_bcast {
 	uint32_t stride;
 	uint32_t max_subs;
 	int sub;               /* -1: producer */
+	uint64_t mine;         /* subscriber: its line's state word while subscribed */
 	uint64_t pos;          /* producer: next to publish; subscriber: cursor */
 	uint64_t peer;         /* producer: cached slowest cursor; subscriber: cached prod_tail */
 	uint64_t ignored;      /* producer: subscribers that broke the protocol */
 	bool quarantined;
+	bool evicted;          /* subscriber: its line was freed by an eviction */
 	struct portal_ring_stats st;
 };
 
@@ -90,12 +103,28 @@ static int quarantine(portal_bcast_t *b, const char *why, uint64_t seen)
 	return PORTAL_EPROTO;
 }
 
+/* Subscriber: is our line still ours? Once it is not, every call says so. */
+static bool still_mine(portal_bcast_t *b)
+{
+	/* Relaxed: our own line; E1 in evict is what changes it. */
+	if (!b->evicted &&
+	    atomic_load_explicit(&b->subs[b->sub].state, memory_order_relaxed) != b->mine)
+		b->evicted = true;
+	return !b->evicted;
+}
+
 static inline _Atomic uint64_t *slot_seq(const portal_bcast_t *b, uint64_t pos)
 {
 	return (_Atomic uint64_t *)(b->slots + (size_t)(pos & b->mask) * b->stride);
 }
 
 int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
+{
+	return portal_bcast_attach_owner(mem, len, sub, (uint64_t)getpid(), out);
+}
+
+int portal_bcast_attach_owner(void *mem, size_t len, int sub, uint64_t owner,
+			      portal_bcast_t **out)
 {
 	struct portal_bcast_hdr h;
 	portal_bcast_t *b;
@@ -131,23 +160,33 @@ int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out)
 	 * cursors (a re-attached producer must hold for readers behind). */
 	b->peer = sub < 0 ? b->pos - b->capacity : b->pos;
 	if (sub >= 0) {
-		uint32_t free_slot = 0;
+		uint64_t w;
+		uint32_t gen;
 
 		s = &b->subs[sub];
-		/* C1: one attacher wins the subscriber slot (2 = joining, which
-		 * the producer skips); relaxed on failure, we give up. */
-		if (!atomic_compare_exchange_strong_explicit(&s->active, &free_slot, 2,
+		/* Relaxed: only a guess at the generation, checked by C1. */
+		w = atomic_load_explicit(&s->state, memory_order_relaxed);
+		gen = sub_gen(w) + 1;
+		/* C1: one attacher wins the free line and starts a new
+		 * generation (joining, which the producer skips); relaxed on
+		 * failure, we give up. */
+		if (sub_state(w) != PORTAL_BCAST_SUB_FREE ||
+		    !atomic_compare_exchange_strong_explicit(&s->state, &w,
+							     sub_word(gen, PORTAL_BCAST_SUB_JOINING),
 							     memory_order_acquire,
 							     memory_order_relaxed)) {
 			free(b);
 			return -EBUSY;
 		}
+		/* Relaxed: published by S1's seq_cst store below. */
+		atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
 		atomic_store_explicit(&s->cursor, b->pos, memory_order_relaxed);
-		/* S1: cursor, then active; pairs with S2 in the producer's scan.
-		 * Then (Dekker with S3) re-read prod_tail: a scan that missed
-		 * our active flag ran before this read, so the producer's
+		/* S1: cursor, then subscribed; pairs with S2 in the producer's
+		 * scan. Then (Dekker with S3) re-read prod_tail: a scan that
+		 * missed our line ran before this read, so the producer's
 		 * cached minimum is at most where we now start. */
-		atomic_store_explicit(&s->active, 1, memory_order_seq_cst);
+		b->mine = sub_word(gen, PORTAL_BCAST_SUB_ACTIVE);
+		atomic_store_explicit(&s->state, b->mine, memory_order_seq_cst);
 		b->pos = atomic_load_explicit(&b->hdr->prod_tail, memory_order_seq_cst);
 		b->peer = b->pos;
 		/* Release: our starting cursor; pairs with A2 in the scan. */
@@ -161,9 +200,16 @@ void portal_bcast_detach(portal_bcast_t *b)
 {
 	if (!b)
 		return;
-	if (b->sub >= 0)
-		/* Release: our reads are done before the producer may reuse. */
-		atomic_store_explicit(&b->subs[b->sub].active, 0, memory_order_release);
+	if (b->sub >= 0) {
+		uint64_t w = b->mine;
+
+		/* Release: our reads are done before the producer may reuse
+		 * (pairs with S2). A CAS, not a store: if we were evicted the
+		 * line may have a new subscriber. Relaxed on failure. */
+		atomic_compare_exchange_strong_explicit(&b->subs[b->sub].state, &w,
+							sub_word(sub_gen(w), PORTAL_BCAST_SUB_FREE),
+							memory_order_release, memory_order_relaxed);
+	}
 	free(b);
 }
 
@@ -176,9 +222,10 @@ static uint64_t slowest_cursor(portal_bcast_t *b)
 	 * with the seq_cst store and load in attach (Dekker). */
 	atomic_thread_fence(memory_order_seq_cst);
 	for (uint32_t i = 0; i < b->max_subs; i++) {
-		/* S2: active, then cursor; pairs with S1. Joining (2) is not
-		 * active yet. */
-		if (atomic_load_explicit(&b->subs[i].active, memory_order_acquire) != 1)
+		/* S2: state, then cursor; pairs with S1 and with detach's and
+		 * evict's release. Joining is not subscribed yet. */
+		if (sub_state(atomic_load_explicit(&b->subs[i].state, memory_order_acquire)) !=
+		    PORTAL_BCAST_SUB_ACTIVE)
 			continue;
 		/* A2: the subscriber's slot reads happen before we reuse the
 		 * slots; pairs with R2 in read. */
@@ -260,6 +307,8 @@ int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
 		return PORTAL_EPROTO;
 	if (unlikely(b->sub < 0 || !msg))
 		return -EINVAL;
+	if (unlikely(!still_mine(b)))
+		return -EOWNERDEAD;
 	if (b->pos == b->peer) {
 		/* A1: prod_tail, then slots; pairs with R1. Read once. */
 		prod = atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire);
@@ -291,8 +340,14 @@ int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
 		}
 	}
 	/* The slot is not the one prod_tail promised. In HOLD mode that is a
-	 * lie. In LAP mode the producer overwrote it: the word must say so,
-	 * 0 (rewriting now) or a later lap of this same slot. */
+	 * lie, unless we were evicted and the producer stopped holding for us:
+	 * the acquire fence makes the rewrite we saw (R1/W1) carry the
+	 * eviction (E1) the producer's scan had read (S2). In LAP mode the
+	 * producer overwrote it: the word must say so, 0 (rewriting now) or
+	 * a later lap of this same slot. */
+	atomic_thread_fence(memory_order_acquire);
+	if (!still_mine(b))
+		return -EOWNERDEAD;
 	if (s1 == b->pos + 1)
 		s1 = s2;
 	if (b->mode == PORTAL_BCAST_HOLD ||
@@ -308,10 +363,59 @@ int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost)
 
 int portal_bcast_ready(portal_bcast_t *b)
 {
-	if (b->quarantined || b->pos != b->peer)
+	if (b->quarantined || b->pos != b->peer || (b->sub >= 0 && !still_mine(b)))
 		return 1;
 	/* Acquire: pairs with R1. */
 	return atomic_load_explicit(&b->hdr->prod_tail, memory_order_acquire) != b->pos;
+}
+
+int portal_bcast_evict(portal_bcast_t *b, unsigned sub, uint64_t owner)
+{
+	struct portal_bcast_sub *s;
+	uint64_t w;
+
+	if (!b || sub >= b->max_subs || (int)sub == b->sub)
+		return -EINVAL;
+	s = &b->subs[sub];
+	/* Acquire: pairs with S1, so the tag read below is at least the one
+	 * this subscription stored before it was subscribed. */
+	w = atomic_load_explicit(&s->state, memory_order_acquire);
+	if (sub_state(w) == PORTAL_BCAST_SUB_FREE)
+		return 0;
+	if (owner != PORTAL_BCAST_OWNER_ANY &&
+	    atomic_load_explicit(&s->owner, memory_order_relaxed) != owner)
+		return 0;
+	/* E1: free this generation's line and nothing else (a line that was
+	 * re-joined since has a new generation and fails the CAS). Seq_cst:
+	 * a release for the producer's scan (S2), which stops holding for
+	 * it; relaxed on failure. */
+	if (!atomic_compare_exchange_strong_explicit(&s->state, &w,
+						     sub_word(sub_gen(w), PORTAL_BCAST_SUB_FREE),
+						     memory_order_seq_cst, memory_order_relaxed))
+		return -EAGAIN;
+	portal_log(PORTAL_LOG_INFO, "bcast %p: subscriber line %u (owner %llu) evicted",
+		   (void *)b->hdr, sub, (unsigned long long)atomic_load_explicit(&s->owner,
+										memory_order_relaxed));
+	return 1;
+}
+
+int portal_bcast_find_subs(portal_bcast_t *b, uint64_t owner, unsigned *subs, unsigned max)
+{
+	int n = 0;
+
+	if (!b || (max && !subs))
+		return -EINVAL;
+	for (uint32_t i = 0; i < b->max_subs; i++) {
+		/* Relaxed: a snapshot; evict re-checks with its CAS. */
+		if (sub_state(atomic_load_explicit(&b->subs[i].state, memory_order_relaxed)) ==
+			    PORTAL_BCAST_SUB_FREE ||
+		    atomic_load_explicit(&b->subs[i].owner, memory_order_relaxed) != owner)
+			continue;
+		if ((unsigned)n < max)
+			subs[n] = i;
+		n++;
+	}
+	return n;
 }
 
 bool portal_bcast_quarantined(const portal_bcast_t *b) { return b->quarantined; }

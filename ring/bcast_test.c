@@ -94,6 +94,16 @@ static void read_expect(struct env *e, uint32_t i, uint32_t seq)
 	assert_int_equal(lost, 12345); /* untouched unless lapped */
 }
 
+static uint32_t line_state(struct env *e, uint32_t i)
+{
+	return (uint32_t)atomic_load(&e->subline[i].state);
+}
+
+static uint32_t line_gen(struct env *e, uint32_t i)
+{
+	return (uint32_t)(atomic_load(&e->subline[i].state) >> 32);
+}
+
 static void assert_stats(portal_bcast_t *b, uint64_t enq, uint64_t deq, uint64_t full,
 			 uint64_t empty, uint64_t proto, uint64_t lapped)
 {
@@ -169,9 +179,9 @@ static void t_attach_errors(void **state)
 	assert_int_equal(publish(&e), 0);
 	portal_bcast_detach(e.sub[0]);
 	e.sub[0] = NULL;
-	assert_int_equal(atomic_load(&e.subline[0].active), 0);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_FREE);
 	assert_int_equal(portal_bcast_attach(e.mem, e.len, 0, &e.sub[0]), 0);
-	assert_int_equal(atomic_load(&e.subline[0].active), 1);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_ACTIVE);
 	assert_int_equal(atomic_load(&e.subline[0].cursor), 1);
 	assert_int_equal(portal_bcast_read(e.sub[0], e.out, NULL), -EAGAIN);
 	assert_int_equal(publish(&e), 0);
@@ -257,6 +267,208 @@ static void t_hold(void **state)
 	}
 	assert_stats(e.prod, e.published, 0, full, 0, 0, 0);
 	env_close(&e);
+}
+
+/*
+ * Eviction of a subscriber whose holder is "dead" (it stops reading; the
+ * handle stays open so that the test can see what a wrongly evicted live
+ * subscriber gets). Line 0 is tagged 1000. In HOLD mode it holds the
+ * producer until evicted; in both modes eviction frees the line for a new
+ * subscriber and never frees that successor's line.
+ */
+static void t_evict(void **state)
+{
+	const struct cfg *c = *state;
+	unsigned found[MAX_SUBS];
+	uint32_t gen, start;
+	struct env e;
+
+	env_open(&e, c, true);
+	portal_bcast_detach(e.sub[0]);
+	assert_int_equal(portal_bcast_attach_owner(e.mem, e.len, 0, 1000, &e.sub[0]), 0);
+	assert_int_equal(atomic_load(&e.subline[0].owner), 1000);
+	assert_int_equal(portal_bcast_find_subs(e.prod, 1000, found, MAX_SUBS), 1);
+	assert_int_equal(found[0], 0);
+	assert_int_equal(portal_bcast_find_subs(e.prod, (uint64_t)getpid(), NULL, 0),
+			 (int)c->subs - 1);
+	assert_int_equal(portal_bcast_find_subs(e.prod, 1001, found, MAX_SUBS), 0);
+	assert_int_equal(portal_bcast_find_subs(e.prod, 1000, NULL, 1), -EINVAL);
+	/* Line 0 stops reading; the others keep up. */
+	for (uint32_t k = 0; k < c->cap; k++)
+		assert_int_equal(publish(&e), 0);
+	for (uint32_t i = 1; i < c->subs; i++)
+		for (uint32_t k = 0; k < c->cap; k++)
+			read_expect(&e, i, k);
+	if (c->mode == PORTAL_BCAST_HOLD)
+		assert_int_equal(publish(&e), -EAGAIN);
+	/* Refused: wrong tag, out of range, own line; nothing changes. */
+	gen = line_gen(&e, 0);
+	assert_int_equal(portal_bcast_evict(e.prod, 0, 999), 0);
+	assert_int_equal(portal_bcast_evict(e.prod, c->subs, 1000), -EINVAL);
+	assert_int_equal(portal_bcast_evict(e.prod, 64, PORTAL_BCAST_OWNER_ANY), -EINVAL);
+	assert_int_equal(portal_bcast_evict(e.sub[0], 0, 1000), -EINVAL);
+	assert_int_equal(portal_bcast_evict(NULL, 0, 1000), -EINVAL);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_ACTIVE);
+	/* Evicted: the line is free, same generation; a second call finds
+	 * nothing to do. */
+	assert_int_equal(portal_bcast_evict(e.prod, 0, 1000), 1);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_FREE);
+	assert_int_equal(line_gen(&e, 0), gen);
+	assert_int_equal(portal_bcast_evict(e.prod, 0, 1000), 0);
+	assert_int_equal(portal_bcast_find_subs(e.prod, 1000, found, MAX_SUBS), 0);
+	/* The producer goes on; the others read everything. */
+	for (uint32_t k = 0; k < c->cap; k++)
+		assert_int_equal(publish(&e), 0);
+	for (uint32_t i = 1; i < c->subs; i++)
+		for (uint32_t k = 0; k < c->cap; k++)
+			read_expect(&e, i, c->cap + k);
+	/* The evicted handle learns it, every time, and ready says so. */
+	assert_int_equal(portal_bcast_ready(e.sub[0]), 1);
+	assert_int_equal(portal_bcast_read(e.sub[0], e.out, NULL), -EOWNERDEAD);
+	assert_int_equal(portal_bcast_read(e.sub[0], e.out, NULL), -EOWNERDEAD);
+	assert_false(portal_bcast_quarantined(e.sub[0]));
+	/* A successor takes the line, a generation later; the old handle's
+	 * detach and an eviction under the old tag leave it alone. */
+	{
+		portal_bcast_t *next = NULL;
+
+		assert_int_equal(portal_bcast_attach_owner(e.mem, e.len, 0, 2000, &next), 0);
+		assert_int_equal(line_gen(&e, 0), gen + 1);
+		portal_bcast_detach(e.sub[0]);
+		e.sub[0] = next;
+	}
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_ACTIVE);
+	assert_int_equal(portal_bcast_evict(e.prod, 0, 1000), 0);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_ACTIVE);
+	start = e.published;
+	assert_int_equal(publish(&e), 0);
+	read_expect(&e, 0, start);
+	/* OWNER_ANY frees whatever holds the line. */
+	assert_int_equal(portal_bcast_evict(e.prod, 0, PORTAL_BCAST_OWNER_ANY), 1);
+	assert_int_equal(portal_bcast_read(e.sub[0], e.out, NULL), -EOWNERDEAD);
+	env_close(&e);
+}
+
+/*
+ * A joiner that died between claiming its line and being subscribed leaves
+ * the line joining: the producer does not hold for it, attach finds it
+ * busy, and only an eviction (by tag, or OWNER_ANY) frees it.
+ */
+static void t_evict_joining(void **state)
+{
+	struct cfg c = { PORTAL_BCAST_HOLD, 16, 4, 2 };
+	portal_bcast_t *b = NULL;
+	struct env e;
+
+	(void)state;
+	env_open(&e, &c, false);
+	atomic_store(&e.subline[1].state, (uint64_t)7 << 32 | PORTAL_BCAST_SUB_JOINING);
+	atomic_store(&e.subline[1].owner, 55);
+	for (uint32_t k = 0; k < 3 * c.cap; k++)
+		assert_int_equal(publish(&e), 0);
+	assert_int_equal(portal_bcast_attach(e.mem, e.len, 1, &b), -EBUSY);
+	assert_int_equal(portal_bcast_find_subs(e.prod, 55, NULL, 0), 1);
+	assert_int_equal(portal_bcast_evict(e.prod, 1, 56), 0);
+	assert_int_equal(portal_bcast_evict(e.prod, 1, 55), 1);
+	assert_int_equal(atomic_load(&e.subline[1].state), (uint64_t)7 << 32);
+	assert_int_equal(portal_bcast_attach(e.mem, e.len, 1, &e.sub[1]), 0);
+	assert_int_equal(line_gen(&e, 1), 8);
+	/* Joining again and freed by number. */
+	atomic_store(&e.subline[0].state, (uint64_t)3 << 32 | PORTAL_BCAST_SUB_JOINING);
+	assert_int_equal(portal_bcast_evict(e.prod, 0, PORTAL_BCAST_OWNER_ANY), 1);
+	assert_int_equal(line_state(&e, 0), PORTAL_BCAST_SUB_FREE);
+	env_close(&e);
+}
+
+/*
+ * A real subscriber process killed with SIGKILL while subscribed to a HOLD
+ * ring in shared memory: the producer (this process) is held, learns of
+ * the death (here from waitpid; in an application, from the region's
+ * liveness watch), finds the dead one's line by its tag (its pid), evicts
+ * it and goes on; every message the survivor reads is checked.
+ */
+static void t_evict_dead_process(void **state)
+{
+	struct portal_bcast_params p = { PORTAL_BCAST_HOLD, 64, 8, 2 };
+	size_t len = portal_bcast_memsize(&p);
+	portal_bcast_t *prod = NULL, *live = NULL;
+	uint8_t msg[64], out[64];
+	unsigned found[2];
+	uint32_t seq = 0, next = 0;
+	uint64_t tag;
+	int go[2], st, rc;
+	void *mem;
+	pid_t pid;
+
+	(void)state;
+	mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(mem != MAP_FAILED);
+	assert_int_equal(portal_bcast_init(mem, len, &p), 0);
+	assert_int_equal(portal_bcast_attach(mem, len, -1, &prod), 0);
+	assert_int_equal(portal_bcast_attach(mem, len, 1, &live), 0);
+	assert_int_equal(pipe(go), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		portal_bcast_t *b = NULL;
+		char c = 1;
+
+		if (portal_bcast_attach(mem, len, 0, &b) != 0 || write(go[1], &c, 1) != 1)
+			_exit(1);
+		/* Read three messages, then die mid-stream, still subscribed. */
+		for (int n = 0; n < 3;)
+			if (portal_bcast_read(b, out, NULL) == 0)
+				n++;
+		raise(SIGKILL);
+		_exit(2);
+	}
+	{
+		char c;
+
+		assert_int_equal(read(go[0], &c, 1), 1);
+	}
+	close(go[0]);
+	close(go[1]);
+	/* Publish until held: the dead subscriber stops at 3. */
+	for (;;) {
+		tu_stamp(msg, sizeof(msg), tu_tag(5, seq));
+		rc = portal_bcast_publish(prod, msg);
+		if (rc == -EAGAIN) {
+			if (waitpid(pid, &st, WNOHANG) == pid)
+				break;
+			/* The survivor keeps up while the child still reads. */
+			while (portal_bcast_read(live, out, NULL) == 0) {
+				assert_true(tu_check(out, sizeof(out), &tag));
+				assert_int_equal(tag, tu_tag(5, next++));
+			}
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		seq++;
+	}
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	assert_int_equal(seq, 3 + p.capacity);
+	assert_int_equal(portal_bcast_find_subs(prod, (uint64_t)pid, found, 2), 1);
+	assert_int_equal(found[0], 0);
+	assert_int_equal(portal_bcast_evict(prod, found[0], (uint64_t)pid), 1);
+	/* Nothing lost for the survivor, nothing held any more. */
+	for (uint32_t k = 0; k < 4 * p.capacity; k++) {
+		while (portal_bcast_read(live, out, NULL) == 0) {
+			assert_true(tu_check(out, sizeof(out), &tag));
+			assert_int_equal(tag, tu_tag(5, next++));
+		}
+		tu_stamp(msg, sizeof(msg), tu_tag(5, seq));
+		assert_int_equal(portal_bcast_publish(prod, msg), 0);
+		seq++;
+	}
+	while (portal_bcast_read(live, out, NULL) == 0) {
+		assert_true(tu_check(out, sizeof(out), &tag));
+		assert_int_equal(tag, tu_tag(5, next++));
+	}
+	assert_int_equal(next, seq);
+	portal_bcast_detach(live);
+	portal_bcast_detach(prod);
+	munmap(mem, len);
 }
 
 /*
@@ -967,6 +1179,7 @@ int main(void)
 		{ "basic", t_basic, 0 },
 		{ "attach_errors", t_attach_errors, 0 },
 		{ "hold", t_hold, PORTAL_BCAST_HOLD },
+		{ "evict", t_evict, 0 },
 		{ "lap", t_lap, PORTAL_BCAST_LAP },
 		{ "hostile_prod_tail", t_hostile_prod_tail, 0 },
 		{ "hostile_slot_seq", t_hostile_slot_seq_hold, PORTAL_BCAST_HOLD },
@@ -1004,6 +1217,8 @@ int main(void)
 		tu_suite_add(&s, t_threads, &mt_cfgs[i], "threads/%s/s%u/c%u/n%u",
 			     mt_cfgs[i].mode == PORTAL_BCAST_HOLD ? "HOLD" : "LAP", mt_cfgs[i].slot,
 			     mt_cfgs[i].cap, mt_cfgs[i].subs);
+	tu_suite_add(&s, t_evict_joining, NULL, "evict_joining/HOLD/s16/c4/n2");
+	tu_suite_add(&s, t_evict_dead_process, NULL, "evict_dead_process/HOLD/s64/c8/n2");
 	tu_suite_add(&s, t_region_glue, NULL, "region_glue");
 	return tu_suite_run(&s, "portal.bcast");
 }

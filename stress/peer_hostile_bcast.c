@@ -207,9 +207,9 @@ static int hostile_bcast_subscriber(struct peer *p)
 	/* 5: more than a ring behind. */
 	BEGIN_TURN(); atomic_store(cursor, PROD() - b.cap - 1); END_TURN();
 	/* 6: inactive, with a nonsense cursor: not the producer's business. */
-	BEGIN_TURN(); atomic_store(&b.subs[1].active, 0); atomic_store(cursor, 12345); END_TURN();
+	BEGIN_TURN(); atomic_store(&b.subs[1].state, PORTAL_BCAST_SUB_FREE); atomic_store(cursor, 12345); END_TURN();
 	/* 7: back, caught up. */
-	BEGIN_TURN(); atomic_store(cursor, PROD()); atomic_store(&b.subs[1].active, 1); END_TURN();
+	BEGIN_TURN(); atomic_store(cursor, PROD()); atomic_store(&b.subs[1].state, PORTAL_BCAST_SUB_ACTIVE); END_TURN();
 	/* 8: random phase after the honest side's turn 7. */
 	BEGIN_TURN();
 
@@ -235,7 +235,8 @@ static int hostile_bcast_subscriber(struct peer *p)
 			atomic_store_explicit(cursor, v, memory_order_release);
 			scribbles++;
 		} else if (act < 98) {
-			atomic_store_explicit(&b.subs[1].active, pick(&rng, 2) ? 1 : (uint32_t)stress_rand(&rng),
+			atomic_store_explicit(&b.subs[1].state,
+					      pick(&rng, 2) ? PORTAL_BCAST_SUB_ACTIVE : stress_rand(&rng),
 					      memory_order_release);
 			scribbles++;
 		}
@@ -244,7 +245,7 @@ static int hostile_bcast_subscriber(struct peer *p)
 	}
 #undef PROD
 	/* Heal: unsubscribe. */
-	atomic_store_explicit(&b.subs[1].active, 0, memory_order_release);
+	atomic_store_explicit(&b.subs[1].state, PORTAL_BCAST_SUB_FREE, memory_order_release);
 	hostile_done(p);
 	p->res->messages = scribbles;
 	p->res->extra[0] = scribbles;

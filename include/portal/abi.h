@@ -318,16 +318,29 @@ struct portal_bcast_hdr {
 static_assert(offsetof(struct portal_bcast_hdr, prod_tail) == 128, "abi");
 static_assert(sizeof(struct portal_bcast_hdr) == PORTAL_BCAST_HDR_SIZE, "abi");
 
-/* One per subscriber, written only by that subscriber. */
+/* One per subscriber, written by that subscriber (and, to free the line
+ * of a dead one, by portal_bcast_evict). */
 struct portal_bcast_sub {
-	_Atomic uint32_t active;  /* subscriber: 0 free, 2 joining (claimed by
-	                           * CAS), 1 subscribed */
-	uint32_t reserved;
+	_Atomic uint64_t state;   /* subscriber: bits 0-31 the line's state, 0 free,
+	                           * 2 joining (claimed by CAS), 1 subscribed;
+	                           * bits 32-63 the subscription's generation, +1
+	                           * at every join, so that one CAS names one
+	                           * subscription. (Bits 0-31 are the 32-bit
+	                           * "active" word of earlier version-1 images,
+	                           * whose generation reads as 0.) */
 	_Atomic uint64_t cursor;  /* subscriber: messages consumed; release,
 	                           * pairs with the producer's acquire (hold mode) */
-	uint8_t pad[PORTAL_LINE_PAIR - 16];
+	_Atomic uint64_t owner;   /* subscriber: the tag given at attach (a pid, a
+	                           * participant side and epoch), stored after the
+	                           * claiming CAS; read by portal_bcast_evict */
+	uint8_t pad[PORTAL_LINE_PAIR - 24];
 };
+static_assert(offsetof(struct portal_bcast_sub, cursor) == 8, "abi");
+static_assert(offsetof(struct portal_bcast_sub, owner) == 16, "abi");
 static_assert(sizeof(struct portal_bcast_sub) == PORTAL_LINE_PAIR, "abi");
+#define PORTAL_BCAST_SUB_FREE    0u
+#define PORTAL_BCAST_SUB_ACTIVE  1u
+#define PORTAL_BCAST_SUB_JOINING 2u
 
 /* Each slot starts with a sequence word written by the producer: 0 while it
  * writes the payload, then position + 1 with release (a seqlock, so a lapped

@@ -424,9 +424,16 @@ PORTAL_API size_t portal_bcast_memsize(const struct portal_bcast_params *p);
 PORTAL_API int portal_bcast_init(void *mem, size_t len, const struct portal_bcast_params *p);
 /* Attach as the producer (SUB < 0) or as subscriber number SUB. A new
  * subscriber starts at the producer's current position. Returns 0, -EINVAL,
- * -EBUSY (subscriber slot active), -ENOMEM, PORTAL_EPROTO. */
+ * -EBUSY (subscriber slot active or joining), -ENOMEM, PORTAL_EPROTO.
+ * The subscriber's line is tagged with OWNER (portal_bcast_attach: getpid()):
+ * any value the caller's liveness layer will later name the dead by (a pid,
+ * a participant side and epoch); the producer ignores OWNER.
+ * Memory order: the line is taken by a CAS (acquire); subscribed by a
+ * seq_cst store that pairs with the producer's scan. */
 PORTAL_API int portal_bcast_attach(void *mem, size_t len, int sub, portal_bcast_t **out);
-/* Subscriber: marks its slot inactive. */
+PORTAL_API int portal_bcast_attach_owner(void *mem, size_t len, int sub, uint64_t owner,
+					 portal_bcast_t **out);
+/* Subscriber: frees its line (unless an eviction already did). */
 PORTAL_API void portal_bcast_detach(portal_bcast_t *b);
 PORTAL_API int portal_bcast_create(portal_region_t *reg, const char *name,
 				   const struct portal_bcast_params *p, uint32_t owner_side);
@@ -444,10 +451,52 @@ PORTAL_API int portal_bcast_publish(portal_bcast_t *b, const void *msg);
  * Subscriber: copy the next message into MSG (slot_size bytes).
  * Returns 0, -EAGAIN (nothing new), -EOVERFLOW (LAP: lapped; *lost, if not
  * NULL, says how many messages were skipped and the cursor has moved to the
- * oldest one still held), -EINVAL, PORTAL_EPROTO (producer index corrupt).
+ * oldest one still held), -EINVAL, PORTAL_EPROTO (producer index corrupt),
+ * -EOWNERDEAD (an eviction freed this handle's line, believing its holder
+ * dead: the handle is unusable from then on; detach it and attach again).
  */
 PORTAL_API int portal_bcast_read(portal_bcast_t *b, void *msg, uint64_t *lost);
+/* Subscriber: 1 if a message, a protocol error or an eviction is waiting
+ * (the next read says which), 0 if not. */
 PORTAL_API int portal_bcast_ready(portal_bcast_t *b);
+
+/* portal_bcast_evict: any tag. */
+#define PORTAL_BCAST_OWNER_ANY UINT64_MAX
+
+/*
+ * Crash recovery of a subscriber (docs/recovery.md). Run by any handle of
+ * the ring, normally the producer, once the caller knows that the holder
+ * of subscriber line SUB, tagged OWNER at attach, is dead and will not run
+ * again. Frees the line: a HOLD producer no longer holds for it (its next
+ * publish that finds the ring full scans the lines again), and a new
+ * subscriber may take it. OWNER = PORTAL_BCAST_OWNER_ANY frees the line
+ * whatever its tag (a caller that knows who holds each line by number; and
+ * the only way to free a line whose joiner died between claiming it and
+ * storing its tag, a window of two stores). Returns
+ *   1        the line was subscribed or joining with tag OWNER; it is free.
+ *   0        nothing to do: the line is free, or held under another tag.
+ *   -EAGAIN  the line changed while we looked (joined, left, or evicted by
+ *            someone else): look again.
+ *   -EINVAL  B NULL, SUB out of range, or SUB is B's own line.
+ * The eviction names one subscription (the line's generation), so it never
+ * frees a successor that joined the line since. If the caller is wrong and
+ * the holder is alive, its next read returns -EOWNERDEAD; a read already
+ * past that check may still store its cursor into the line once.
+ * Wake-up: a producer sleeping on a doorbell for room is not woken by an
+ * eviction from another handle; ring it.
+ * Memory order: a seq_cst CAS of the line's state word (release, pairs
+ * with the producer's acquire scan).
+ */
+PORTAL_API int portal_bcast_evict(portal_bcast_t *b, unsigned sub, uint64_t owner);
+
+/*
+ * Subscriber lines held (subscribed or joining) with tag OWNER. Writes up
+ * to MAX line numbers into SUBS and returns how many lines match (may
+ * exceed MAX), or -EINVAL. Memory order: relaxed snapshot; evict
+ * re-checks each line.
+ */
+PORTAL_API int portal_bcast_find_subs(portal_bcast_t *b, uint64_t owner, unsigned *subs,
+				      unsigned max);
 PORTAL_API bool portal_bcast_quarantined(const portal_bcast_t *b);
 PORTAL_API void portal_bcast_stats(const portal_bcast_t *b, struct portal_ring_stats *st);
 
