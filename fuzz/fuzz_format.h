@@ -166,4 +166,118 @@ enum fza_op {
  * mutation (u8 what, u8 amount) when how % 4 == 2 or 3.
  */
 
+/* ------------------------------------------------------------------ */
+/* ivshmem: a hostile server, or hostile clients                        */
+/* ------------------------------------------------------------------ */
+/*
+ *   u8 mode     bit 0 (FZI_MODE_SERVER): 0 client mode (a hostile server
+ *               against portal_ivshmem_client_*), 1 server mode (hostile
+ *               clients against ivshmem-server/server.c)
+ *
+ * Client mode:
+ *   u8 cfg      vectors = bit 2 ? 8 : 1 + (cfg & 3); bit 3: connect with
+ *               timeout 0 rather than 1 ms when the model says the set-up
+ *               will not complete with what was sent
+ *   then operations (u8 % FZIC_NOPS) and their argument bytes. Server
+ *   operations before the client has connected are the set-up, written
+ *   when it connects; after, they are written at once. Any client
+ *   operation connects first if needed (a failed connect starts a new
+ *   session). Before a client call, a message left half-written is
+ *   completed with zero bytes (else the client would wait a second for it).
+ */
+#define FZI_MODE_SERVER 0x01u
+
+enum fzic_op {
+	FZIC_SEND,     /* value sel [u64], fd sel, u8 split: a message; split % 9 in
+	                * 1..7 writes it in two parts, bit 4: the fds go with the second */
+	FZIC_PART,     /* u8 len (1 + len % 7), fd sel, then len raw bytes: a cut message */
+	FZIC_SETUP,    /* u8 id: version 0, id, -1 + a 4096-byte memfd, our vectors */
+	FZIC_JOIN,     /* u8 peer (% 16), u8 n: the peer's eventfds (n & 0x80: n % (vectors + 2)
+	                * messages, else vectors) */
+	FZIC_LEAVE,    /* u8 peer (% 16): the peer left (no fd) */
+	FZIC_EOF,      /* the server half-closes (shutdown SHUT_WR) */
+	FZIC_CONNECT,  /* connect, if not connected */
+	FZIC_PROCESS,  /* u8 n: 1 + n % 4 calls of process, timeout 0 */
+	FZIC_EVENTFD,  /* peer sel, u8 vector (% vectors + 2) */
+	FZIC_RING,     /* peer sel, u8 vector (% vectors + 2) */
+	FZIC_PEERS,    /* u8 max (% peers + 2) */
+	FZIC_CLOSE,    /* close the client; the next session starts */
+	FZIC_NOPS
+};
+
+/*
+ * Value selector (u8 v): v & 7 is an FZIC_V_*, n = v >> 3 its argument;
+ * FZIC_V_RAW is followed by eight raw bytes (the value, little-endian).
+ */
+enum fzic_value {
+	FZIC_V_SMALL,    /* n (0..31) */
+	FZIC_V_MINUS1,   /* -1 */
+	FZIC_V_TOLD_ID,  /* the client's id as sent in this session */
+	FZIC_V_NEAR_MAX, /* 65519 + n: around the last id */
+	FZIC_V_NEG,      /* -1 - n */
+	FZIC_V_MIN,      /* INT64_MIN + n */
+	FZIC_V_MAX,      /* INT64_MAX - n */
+	FZIC_V_RAW,      /* u64 follows */
+};
+#define FZIC_VAL(sel, n) ((unsigned)(sel) | (unsigned)(n) << 3)
+
+/*
+ * fd selector (u8 f): FZIC_FD_COUNTS[f & 7] fds, all of kind
+ * ((f >> 3) & 7) % FZIC_NKINDS; a = f >> 6 picks the memfd size
+ * (FZIC_MEMFD_SIZES) or, for FZIC_K_EFD_AGAIN, which earlier eventfd is
+ * sent again (counting back from the newest; a new one if there is none).
+ */
+#define FZIC_FD_COUNTS { 0, 1, 1, 1, 1, 1, 2, 5 }
+#define FZIC_FD_NONE 0u /* f & 7: no fd */
+#define FZIC_FD_ONE  1u /* f & 7: one fd */
+#define FZIC_FD_TWO  6u /* f & 7: two fds */
+#define FZIC_FD_FIVE 7u /* f & 7: five fds */
+#define FZIC_MEMFD_SIZES { 0, 1, 4096, 1 << 20 }
+enum fzic_kind {
+	FZIC_K_EFD,       /* a new eventfd (non-blocking) */
+	FZIC_K_EFD_AGAIN, /* an eventfd sent before */
+	FZIC_K_MEMFD,     /* a memfd of FZIC_MEMFD_SIZES[a] bytes */
+	FZIC_K_PIPE_R,    /* a pipe's read end */
+	FZIC_K_PIPE_W,    /* a pipe's (empty, non-blocking) write end */
+	FZIC_K_NULL,      /* /dev/null */
+	FZIC_K_PIPE_FULL, /* a pipe's write end, full and blocking: ringing it
+	                   * must not hang (the client makes vector fds
+	                   * non-blocking; a full pipe is a full counter) */
+	FZIC_NKINDS
+};
+#define FZIC_FD(count, kind, a) \
+	((unsigned)(count) | (unsigned)(kind) << 3 | (unsigned)(a) << 6)
+
+/*
+ * Peer selector (u8 p): p & 3: 0 our id, 1 a known peer (p >> 2, modulo
+ * how many there are; p >> 2 itself if none), 2 the id p >> 2, 3 a raw
+ * u32 follows.
+ */
+#define FZIC_PEER_OWN        0u
+#define FZIC_PEER_KNOWN(i)   (1u | (unsigned)(i) << 2)
+#define FZIC_PEER_ID(n)      (2u | (unsigned)(n) << 2)
+#define FZIC_PEER_RAW        3u
+
+/*
+ * Server mode:
+ *   u8 cfg      vectors = 1 + cfg % 3; max_peers = 1 + (cfg >> 2) % 6
+ *   then operations (u8 % FZIS_NOPS); "which" picks among the live hostile
+ *   or honest clients (modulo how many there are):
+ */
+enum fzis_op {
+	FZIS_HONEST,   /* u8 n: an honest client connects with 1 + n % vectors vectors */
+	FZIS_HOSTILE,  /* u8 how: a raw client connects; reads its whole set-up if how & 1,
+	                * else only the version and id */
+	FZIS_SEND,     /* u8 which, u8 len (1 + len % 300), u8 f, len bytes: a hostile
+	                * client sends, with f % 4 fds (f & 0x10: eventfds, else /dev/null) */
+	FZIS_SHUT,     /* u8 which: a hostile client half-closes */
+	FZIS_DROP,     /* u8 which: a hostile client closes its socket */
+	FZIS_READ,     /* u8 which: a hostile client reads what is there */
+	FZIS_PROCESS,  /* u8 which: an honest client processes what is there */
+	FZIS_LEAVE,    /* u8 which: an honest client closes */
+	FZIS_STATUS,   /* the server gets SIGUSR1 (a status line) */
+	FZIS_RING,     /* u8 a, u8 b, u8 vector: honest a rings honest b */
+	FZIS_NOPS
+};
+
 #endif /* PORTAL_FUZZ_FORMAT_H */

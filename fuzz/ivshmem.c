@@ -8,8 +8,9 @@
  * the server over a real Unix stream socket: it listens on a socket in a
  * temporary directory, and the script's server operations write int64
  * messages to the accepted connection, each with zero, one or several
- * real fds (eventfds, memfds of any size, both ends of a pipe, /dev/null),
- * whole or split in two writes, or cut short; plus convenience operations
+ * real fds (eventfds, memfds of any size, both ends of a pipe, the write
+ * end of a full blocking pipe, /dev/null), whole or split in two writes,
+ * or cut short; plus convenience operations
  * that send a valid set-up, a peer joining, a peer leaving. The client's
  * calls (connect, process, eventfd, ring, peers, close) are interleaved.
  *
@@ -39,10 +40,14 @@
  *    harness's plus exactly those the model says the client holds, and at
  *    the end of the input exactly those open before it;
  *  - no hang: connect is given a long timeout only when the model says the
- *    set-up completes or fails with what was sent; process uses timeout 0.
+ *    set-up completes or fails with what was sent; process uses timeout 0;
+ *    ringing a vector that is a full blocking pipe returns 0 and writes
+ *    nothing (the client makes every vector fd non-blocking, so a full pipe
+ *    is a full counter), where a blocking write would hang until
+ *    libFuzzer's -timeout.
  *
  * Hostile client -> our server (ivshmem-server/server.c, compiled into this
- * target by #include below). ivs_run() runs in a second thread on a
+ * target by fuzz/CMakeLists.txt). ivs_run() runs in a second thread on a
  * listening socket; a pipe stands in for its signalfd (the loop only
  * read()s a struct signalfd_siginfo from it), so the harness stops it by
  * writing a SIGTERM record. The script connects honest clients
@@ -68,12 +73,14 @@
  * in a correct run they return in microseconds.
  */
 #include <dirent.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -83,13 +90,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fuzz/fuzz_format.h"
 #include "fuzz/fuzz_util.h"
 
 #include "portal/doorbell.h"
 
-/* The server's event loop, compiled here with the target's sanitizers (its
- * names are all static or ivs_*; the harness's are fi_* and fs_*). */
-#include "ivshmem-server/server.c"
+/* The server's event loop: ivshmem-server/server.c is compiled into this
+ * target alone, with its sanitizers (fuzz/CMakeLists.txt); server.h is all
+ * the harness uses of it. */
+#include "ivshmem-server/server.h"
 
 FZ_DEFINE_GLOBALS
 
@@ -97,73 +106,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int connect(int fd, const struct sockaddr *addr, socklen_t len);
 
-/* ------------------------------------------------------------------ */
-/* Input format                                                        */
-/* ------------------------------------------------------------------ */
-/*
- *   u8 mode     bit 0: 0 hostile server (client mode), 1 hostile client
- *
- * Client mode:
- *   u8 cfg      vectors = bit 2 ? 8 : 1 + (cfg & 3); bit 3: connect with
- *               timeout 0 rather than 1 ms when the model says the set-up
- *               will not complete with what was sent
- *   then operations (u8 % FI_NOPS) and their argument bytes. Server
- *   operations before the client has connected are the set-up, written
- *   when it connects; after, they are written at once. Any client
- *   operation connects first if needed (a failed connect starts a new
- *   session). Before a client call, a message left half-written is
- *   completed with zero bytes (else the client would wait a second for it).
- *
- * value selector (u8 v): v & 7: 0 v >> 3 (0..31), 1 -1, 2 the client's id
- *   (as sent in this session), 3 65519 + (v >> 3) (around the last id),
- *   4 -1 - (v >> 3), 5 INT64_MIN + (v >> 3), 6 INT64_MAX - (v >> 3),
- *   7 eight raw bytes follow
- * fd selector (u8 f): how many fds = {0,1,1,1,1,1,2,5}[f & 7]; their kind
-*   ((f >> 3) & 7) % 6: FI_K_*; f >> 6 picks the memfd size ({0, 1, 4096, 1 MiB})
- *   or which earlier eventfd is sent again
- * peer selector (u8 p): p & 3: 0 our id, 1 a known peer (p >> 2), 2 p >> 2,
- *   3 four raw bytes follow (u32)
- */
-enum fi_op {
-	FI_SEND,     /* u8 value sel [u64], u8 fd sel, u8 split: a message; split % 9 in
-	              * 1..7 writes it in two parts, bit 4: the fds go with the second */
-	FI_PART,     /* u8 len (1 + len % 7), u8 fd sel, then len raw bytes: a cut message */
-	FI_SETUP,    /* u8 id: version 0, id, -1 + a 4096-byte memfd, our vectors */
-	FI_JOIN,     /* u8 peer (% 16), u8 n: the peer's eventfds (n & 0x80: n % (vectors + 2)
-	              * messages, else vectors) */
-	FI_LEAVE,    /* u8 peer (% 16): the peer left (no fd) */
-	FI_EOF,      /* the server half-closes (shutdown SHUT_WR) */
-	FI_CONNECT,  /* connect, if not connected */
-	FI_PROCESS,  /* u8 n: 1 + n % 4 calls of process, timeout 0 */
-	FI_EVENTFD,  /* peer sel, u8 vector (% vectors + 2) */
-	FI_RING,     /* peer sel, u8 vector (% vectors + 2) */
-	FI_PEERS,    /* u8 max (% peers + 2) */
-	FI_CLOSE,    /* close the client; the next session starts */
-	FI_NOPS
-};
-
-/* fd kinds. */
-enum { FI_K_EFD, FI_K_EFD_AGAIN, FI_K_MEMFD, FI_K_PIPE_R, FI_K_PIPE_W, FI_K_NULL, FI_NKINDS };
-
-/*
- * Server mode:
- *   u8 cfg      vectors = 1 + cfg % 3; max_peers = 1 + (cfg >> 2) % 6
- *   then operations (u8 % FS_NOPS):
- */
-enum fs_op {
-	FS_HONEST,   /* u8 n: an honest client connects with 1 + n % vectors vectors */
-	FS_HOSTILE,  /* u8 how: a raw client connects; reads its whole set-up if how & 1,
-	              * else only the version and id */
-	FS_SEND,     /* u8 which, u8 len, u8 fd sel, len bytes: a hostile client sends */
-	FS_SHUT,     /* u8 which: a hostile client half-closes */
-	FS_DROP,     /* u8 which: a hostile client closes its socket */
-	FS_READ,     /* u8 which: a hostile client reads what is there */
-	FS_PROCESS,  /* u8 which: an honest client processes what is there */
-	FS_LEAVE,    /* u8 which: an honest client closes */
-	FS_STATUS,   /* the server gets SIGUSR1 (a status line) */
-	FS_RING,     /* u8 a, u8 b, u8 vector: honest a rings honest b */
-	FS_NOPS
-};
+/* The input format: fuzz_format.h, section "ivshmem" (enum fzic_op,
+ * fzic_kind, the selectors, enum fzis_op). */
 
 #define FI_MAX_OBJS   192
 #define FI_MAX_MSGS   2048
@@ -219,9 +163,10 @@ static bool fi_same_file(int a, int b)
 /* ------------------------------------------------------------------ */
 
 struct fi_obj {
-	int kind;       /* FI_K_EFD, _MEMFD, _PIPE_R, _PIPE_W, _NULL */
+	int kind;       /* FZIC_K_EFD, _MEMFD, _PIPE_R, _PIPE_W, _NULL, _PIPE_FULL */
 	int fd;         /* what is sent (the harness keeps it open) */
 	int fd2;        /* the pipe's other end, or -1 */
+	int fill;       /* FZIC_K_PIPE_FULL: the bytes that fill it */
 };
 
 /* One 8-byte message as the client will read it. */
@@ -249,7 +194,7 @@ struct fi {
 	int srv;                /* accepted connection, -1 before connect */
 	bool connected;         /* the client exists */
 	bool eof_sent;
-	bool eof_pending;       /* FI_EOF before connect */
+	bool eof_pending;       /* FZIC_EOF before connect */
 	/* chunks written before connect (replayed by connect()) */
 	struct fi_chunk {
 		uint8_t b[8];
@@ -264,7 +209,7 @@ struct fi {
 	unsigned partlen, partfds;
 	int partobj;
 	bool stream_full;       /* too many messages for the model: stop writing */
-	int64_t told_id;        /* the id message last sent as FI_SETUP, or -1 */
+	int64_t told_id;        /* the id message last sent as FZIC_SETUP, or -1 */
 	/* the client model */
 	portal_ivshmem_client_t *c;
 	uint32_t id;
@@ -330,38 +275,82 @@ static void fi_check_fds(const struct fi *s, const char *after)
 		 after, now, want, fi_harness_fds(s), fi_client_fds(s));
 }
 
+/* Bytes waiting in the pipe whose read end is FD. */
+static int fi_pipe_bytes(int fd)
+{
+	int n = -1;
+
+	FZ_CHECK(ioctl(fd, FIONREAD, &n) == 0, "FIONREAD: %d", errno);
+	return n;
+}
+
+/*
+ * Fill the pipe whose write end is W until a write of 8 bytes (a ring)
+ * would block, then make W blocking again: a hostile server's vector that
+ * blocks a writer for ever unless the client made it non-blocking. The
+ * pipe is shrunk to one page first, so filling it is cheap. Returns the
+ * bytes in the pipe.
+ */
+static int fi_fill_pipe(int w, int r)
+{
+	static const uint8_t page[4096];
+	int fl;
+
+	(void)fcntl(w, F_SETPIPE_SZ, 4096); /* may fail: then 64 KiB */
+	fl = fcntl(w, F_GETFL);
+	FZ_CHECK(fl >= 0 && fcntl(w, F_SETFL, fl | O_NONBLOCK) == 0, "fcntl: %d", errno);
+	while (write(w, page, sizeof(page)) > 0)
+		;
+	/* Partial pages: top up in ring-sized writes until one is refused. */
+	while (write(w, page, 8) == 8)
+		;
+	FZ_CHECK(errno == EAGAIN, "filling a pipe: %d", errno);
+	FZ_CHECK(fcntl(w, F_SETFL, fl & ~O_NONBLOCK) == 0, "fcntl: %d", errno);
+	return fi_pipe_bytes(r);
+}
+
 static int fi_new_obj(struct fi *s, int kind, unsigned arg)
 {
-	static const off_t sizes[4] = { 0, 1, 4096, 1 << 20 };
+	static const off_t sizes[4] = FZIC_MEMFD_SIZES;
 	struct fi_obj *o;
 	int p[2];
 
-	if (kind == FI_K_EFD_AGAIN) {
+	if (kind == FZIC_K_EFD_AGAIN) {
 		/* an eventfd sent before, again: arg counts back from the newest */
 		for (unsigned i = s->nobj, k = 0; i-- > 0;)
-			if (s->obj[i].kind == FI_K_EFD && k++ == arg)
+			if (s->obj[i].kind == FZIC_K_EFD && k++ == arg)
 				return (int)i;
-		kind = FI_K_EFD;
+		kind = FZIC_K_EFD;
 	}
 	if (s->nobj == FI_MAX_OBJS)
 		return -1;
 	o = &s->obj[s->nobj];
 	o->kind = kind;
 	o->fd2 = -1;
+	o->fill = 0;
 	switch (kind) {
-	case FI_K_EFD:
+	case FZIC_K_EFD:
 		o->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		break;
-	case FI_K_MEMFD:
+	case FZIC_K_MEMFD:
 		o->fd = memfd_create("fi-shm", MFD_CLOEXEC);
 		if (o->fd >= 0 && ftruncate(o->fd, sizes[arg & 3]) < 0)
 			FZ_CHECK(0, "ftruncate: %d", errno);
 		break;
-	case FI_K_PIPE_R:
-	case FI_K_PIPE_W:
+	case FZIC_K_PIPE_R:
+	case FZIC_K_PIPE_W:
 		FZ_CHECK(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0, "pipe2: %d", errno);
-		o->fd = kind == FI_K_PIPE_R ? p[0] : p[1];
-		o->fd2 = kind == FI_K_PIPE_R ? p[1] : p[0];
+		o->fd = kind == FZIC_K_PIPE_R ? p[0] : p[1];
+		o->fd2 = kind == FZIC_K_PIPE_R ? p[1] : p[0];
+		break;
+	case FZIC_K_PIPE_FULL:
+		/* blocking, unlike the other kinds: as a hostile server can */
+		FZ_CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe2: %d", errno);
+		o->fd = p[1];
+		o->fd2 = p[0];
+		o->fill = fi_fill_pipe(p[1], p[0]);
+		FZ_CHECK(o->fill > 0 && !(fcntl(p[1], F_GETFL) & O_NONBLOCK), "full pipe: %d",
+			 o->fill);
 		break;
 	default:
 		o->fd = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -875,9 +864,9 @@ static uint32_t fi_peer_sel(struct fi *s)
 	uint8_t p = fz_u8(s->in);
 
 	switch (p & 3) {
-	case 0: return s->id;
-	case 1: return s->npeers ? s->peers[(p >> 2) % s->npeers].id : p >> 2;
-	case 2: return p >> 2;
+	case FZIC_PEER_OWN: return s->id;
+	case FZIC_PEER_KNOWN(0): return s->npeers ? s->peers[(p >> 2) % s->npeers].id : p >> 2;
+	case FZIC_PEER_ID(0): return p >> 2;
 	default: return fz_u32(s->in);
 	}
 }
@@ -901,7 +890,7 @@ static void fi_check_counters(struct fi *s, int which)
 		uint64_t v = 0;
 		ssize_t n;
 
-		if (s->obj[i].kind != FI_K_EFD)
+		if (s->obj[i].kind != FZIC_K_EFD)
 			continue;
 		n = read(s->obj[i].fd, &v, sizeof(v));
 		if ((int)i == which)
@@ -925,16 +914,25 @@ static void fi_op_ring(struct fi *s, uint32_t peer, uint32_t vec)
 		return;
 	}
 	switch (s->obj[want].kind) {
-	case FI_K_EFD:
+	case FZIC_K_EFD:
 		FZ_CHECK(rc == 0, "ring of an eventfd: %d", rc);
 		fi_check_counters(s, want);
 		break;
-	case FI_K_PIPE_R:
+	case FZIC_K_PIPE_R:
 		FZ_CHECK(rc == -EBADF, "ring of a pipe's read end: %d", rc);
 		break;
-	case FI_K_PIPE_W:
+	case FZIC_K_PIPE_W:
 		FZ_CHECK(rc == 0, "ring of a pipe: %d", rc);
 		FZ_CHECK(read(s->obj[want].fd2, junk, sizeof(junk)) == 8, "pipe got not 8 bytes");
+		break;
+	case FZIC_K_PIPE_FULL:
+		/* doorbell.h: ring returns 0 once the counter is full ("readable
+		 * already"); a full pipe is one, and takes nothing. Without
+		 * O_NONBLOCK on the vector the call above never returns. */
+		FZ_CHECK(rc == 0, "ring of a full pipe: %d", rc);
+		FZ_CHECK(fi_pipe_bytes(s->obj[want].fd2) == s->obj[want].fill,
+			 "ring of a full pipe: %d bytes in it, filled with %d",
+			 fi_pipe_bytes(s->obj[want].fd2), s->obj[want].fill);
 		break;
 	default:
 		FZ_CHECK(rc == 0, "ring of kind %d: %d", s->obj[want].kind, rc);
@@ -961,13 +959,13 @@ static int64_t fi_value(struct fi *s)
 	int64_t d = v >> 3;
 
 	switch (v & 7) {
-	case 0: return d;
-	case 1: return -1;
-	case 2: return s->told_id >= 0 ? s->told_id : (int64_t)s->id;
-	case 3: return 65519 + d;
-	case 4: return -1 - d;
-	case 5: return INT64_MIN + d;
-	case 6: return INT64_MAX - d;
+	case FZIC_V_SMALL: return d;
+	case FZIC_V_MINUS1: return -1;
+	case FZIC_V_TOLD_ID: return s->told_id >= 0 ? s->told_id : (int64_t)s->id;
+	case FZIC_V_NEAR_MAX: return 65519 + d;
+	case FZIC_V_NEG: return -1 - d;
+	case FZIC_V_MIN: return INT64_MIN + d;
+	case FZIC_V_MAX: return INT64_MAX - d;
 	default: return (int64_t)fz_u64(s->in);
 	}
 }
@@ -975,12 +973,12 @@ static int64_t fi_value(struct fi *s)
 /* Objects for an fd selector; returns how many. */
 static unsigned fi_fds(struct fi *s, int *objs)
 {
-	static const unsigned counts[8] = { 0, 1, 1, 1, 1, 1, 2, 5 };
+	static const unsigned counts[8] = FZIC_FD_COUNTS;
 	uint8_t f = fz_u8(s->in);
 	unsigned n = counts[f & 7], k = 0;
 
 	for (unsigned i = 0; i < n; i++) {
-		int o = fi_new_obj(s, ((f >> 3) & 7) % FI_NKINDS, f >> 6);
+		int o = fi_new_obj(s, ((f >> 3) & 7) % FZIC_NKINDS, f >> 6);
 
 		if (o >= 0)
 			objs[k++] = o;
@@ -1030,10 +1028,10 @@ static void fi_op_setup(struct fi *s)
 	s->told_id = id;
 	fi_send_value(s, PORTAL_IVSHMEM_PROTOCOL_VERSION, -1);
 	fi_send_value(s, id, -1);
-	o = fi_new_obj(s, FI_K_MEMFD, 2);
+	o = fi_new_obj(s, FZIC_K_MEMFD, 2);
 	fi_send_value(s, -1, o);
 	for (unsigned v = 0; v < s->vectors; v++) {
-		o = fi_new_obj(s, FI_K_EFD, 0);
+		o = fi_new_obj(s, FZIC_K_EFD, 0);
 		fi_send_value(s, id, o);
 	}
 }
@@ -1046,7 +1044,7 @@ static void fi_op_join(struct fi *s)
 
 	FZ_TRACE("server: peer %u joins, %u eventfds\n", peer, n);
 	for (unsigned v = 0; v < n; v++)
-		fi_send_value(s, peer, fi_new_obj(s, FI_K_EFD, 0));
+		fi_send_value(s, peer, fi_new_obj(s, FZIC_K_EFD, 0));
 }
 
 static void fi_close_objs(struct fi *s)
@@ -1074,50 +1072,50 @@ static void fi_run(struct fz *in)
 	FZ_TRACE("client mode: %u vectors\n", s->vectors);
 
 	for (unsigned steps = 0; fz_more(in) && steps < 2048; steps++) {
-		unsigned op = fz_u8(in) % FI_NOPS;
+		unsigned op = fz_u8(in) % FZIC_NOPS;
 
-		if (op >= FI_CONNECT && op != FI_CLOSE) {
+		if (op >= FZIC_CONNECT && op != FZIC_CLOSE) {
 			fi_complete(s);
 			fi_connect(s);
 			if (!s->connected)
 				continue;
 		}
 		switch (op) {
-		case FI_SEND: fi_op_send(s); break;
-		case FI_PART: fi_op_part(s); break;
-		case FI_SETUP: fi_op_setup(s); break;
-		case FI_JOIN: fi_op_join(s); break;
-		case FI_LEAVE:
+		case FZIC_SEND: fi_op_send(s); break;
+		case FZIC_PART: fi_op_part(s); break;
+		case FZIC_SETUP: fi_op_setup(s); break;
+		case FZIC_JOIN: fi_op_join(s); break;
+		case FZIC_LEAVE:
 			fi_send_value(s, fz_u8(in) % 16, -1);
 			break;
-		case FI_EOF:
+		case FZIC_EOF:
 			if (s->srv >= 0)
 				fi_eof(s);
 			else
 				s->eof_pending = true;
 			break;
-		case FI_CONNECT:
+		case FZIC_CONNECT:
 			break;
-		case FI_PROCESS:
+		case FZIC_PROCESS:
 			for (unsigned n = 1 + fz_u8(in) % 4; n; n--)
 				fi_process(s);
 			break;
-		case FI_EVENTFD: {
+		case FZIC_EVENTFD: {
 			uint32_t peer = fi_peer_sel(s);
 
 			fi_op_eventfd(s, peer, fz_u8(in) % (s->vectors + 2));
 			break;
 		}
-		case FI_RING: {
+		case FZIC_RING: {
 			uint32_t peer = fi_peer_sel(s);
 
 			fi_op_ring(s, peer, fz_u8(in) % (s->vectors + 2));
 			break;
 		}
-		case FI_PEERS:
+		case FZIC_PEERS:
 			fi_op_peers(s, fz_u8(in) % (s->npeers + 2));
 			break;
-		case FI_CLOSE:
+		case FZIC_CLOSE:
 			FZ_TRACE("close\n");
 			fi_end_session(s);
 			fi_check_fds(s, "close");
@@ -1571,29 +1569,29 @@ static void fs_run(struct fz *in)
 	FZ_CHECK(pthread_create(&S->th, NULL, fs_thread, S) == 0, "pthread_create");
 
 	for (unsigned steps = 0; fz_more(in) && steps < 256; steps++) {
-		unsigned op = fz_u8(in) % FS_NOPS;
+		unsigned op = fz_u8(in) % FZIS_NOPS;
 		struct fs_hostile *x;
 		struct fs_honest *h, *h2;
 
 		switch (op) {
-		case FS_HONEST:
+		case FZIS_HONEST:
 			fs_honest_connect(S, 1 + fz_u8(in) % S->cfg.vectors);
 			break;
-		case FS_HOSTILE:
+		case FZIS_HOSTILE:
 			fs_hostile_connect(S, fz_u8(in) & 1);
 			break;
-		case FS_SEND:
+		case FZIS_SEND:
 			if ((x = fs_pick_hostile(S)))
 				fs_send(S, x);
 			break;
-		case FS_SHUT:
+		case FZIS_SHUT:
 			if ((x = fs_pick_hostile(S))) {
 				FZ_TRACE("hostile %u half-closes\n", x->id);
 				FZ_CHECK(shutdown(x->sock, SHUT_WR) == 0, "shutdown: %d", errno);
 				fs_must_drop(S, x, "half-closed");
 			}
 			break;
-		case FS_DROP:
+		case FZIS_DROP:
 			if ((x = fs_pick_hostile(S))) {
 				FZ_TRACE("hostile %u closes\n", x->id);
 				close(x->sock);
@@ -1601,15 +1599,15 @@ static void fs_run(struct fz *in)
 				S->ids[x->id].state = FS_DYING;
 			}
 			break;
-		case FS_READ:
+		case FZIS_READ:
 			if ((x = fs_pick_hostile(S)))
 				fs_read(x);
 			break;
-		case FS_PROCESS:
+		case FZIS_PROCESS:
 			if ((h = fs_pick_honest(S)))
 				fs_process(S, h, false);
 			break;
-		case FS_LEAVE:
+		case FZIS_LEAVE:
 			if ((h = fs_pick_honest(S))) {
 				FZ_TRACE("honest %u closes\n", h->id);
 				portal_ivshmem_client_close(h->c);
@@ -1617,10 +1615,10 @@ static void fs_run(struct fz *in)
 				S->ids[h->id].state = FS_DYING;
 			}
 			break;
-		case FS_STATUS:
+		case FZIS_STATUS:
 			fs_signal(S, SIGUSR1);
 			break;
-		case FS_RING:
+		case FZIS_RING:
 			h = fs_pick_honest(S);
 			h2 = fs_pick_honest(S);
 			if (h && h2)
@@ -1725,7 +1723,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t mode = fz_u8(&in);
 	int after;
 
-	if (mode & 1) {
+	if (mode & FZI_MODE_SERVER) {
 		if (fi_listen >= 0) {
 			close(fi_listen);
 			fi_listen = -1;

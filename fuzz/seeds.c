@@ -687,32 +687,26 @@ static void seeds_arena(void)
 /* ivshmem                                                             */
 /* ------------------------------------------------------------------ */
 
-/* The operations of fuzz/ivshmem.c (its input format is described there,
- * not in fuzz_format.h); keep these in step with enum fi_op and fs_op. */
-enum { I_SEND, I_PART, I_SETUP, I_JOIN, I_LEAVE, I_EOF, I_CONNECT, I_PROCESS, I_EVENTFD,
-       I_RING, I_PEERS, I_CLOSE };
-enum { S_HONEST, S_HOSTILE, S_SEND, S_SHUT, S_DROP, S_READ, S_PROCESS, S_LEAVE, S_STATUS,
-       S_RING };
-/* value selectors */
-#define IV_SMALL(n) ((unsigned)(n) << 3) /* n = 0..31 */
-#define IV_MINUS1   1u
-#define IV_TOLD_ID  2u
-#define IV_NEAR_MAX(n) (3u | (unsigned)(n) << 3) /* 65519 + n */
-#define IV_RAW      7u
-/* fd selectors: count {0,1,1,1,1,1,2,5}[f & 7], kind ((f >> 3) & 7) % 6, arg f >> 6 */
-#define IF_NONE      0u
-#define IF_EFD       1u
-#define IF_EFD_AGAIN (1u | 1u << 3)
-#define IF_MEMFD(sz) (1u | 2u << 3 | (unsigned)(sz) << 6) /* sz: 0, 1, 4096, 1 MiB */
-#define IF_PIPE_R    (1u | 3u << 3)
-#define IF_PIPE_W    (1u | 4u << 3)
-#define IF_NULL      (1u | 5u << 3)
-#define IF_TWO       (6u)
-#define IF_FIVE      (7u)
+/* Short names for the selectors of fuzz_format.h (section "ivshmem"). */
+#define IV_SMALL(n)    FZIC_VAL(FZIC_V_SMALL, n)    /* n = 0..31 */
+#define IV_MINUS1      FZIC_VAL(FZIC_V_MINUS1, 0)
+#define IV_TOLD_ID     FZIC_VAL(FZIC_V_TOLD_ID, 0)
+#define IV_NEAR_MAX(n) FZIC_VAL(FZIC_V_NEAR_MAX, n) /* 65519 + n */
+#define IV_RAW         FZIC_VAL(FZIC_V_RAW, 0)
+#define IF_NONE        FZIC_FD(FZIC_FD_NONE, 0, 0)
+#define IF_EFD         FZIC_FD(FZIC_FD_ONE, FZIC_K_EFD, 0)
+#define IF_EFD_AGAIN   FZIC_FD(FZIC_FD_ONE, FZIC_K_EFD_AGAIN, 0)
+#define IF_MEMFD(sz)   FZIC_FD(FZIC_FD_ONE, FZIC_K_MEMFD, sz) /* sz: 0, 1, 4096, 1 MiB */
+#define IF_PIPE_R      FZIC_FD(FZIC_FD_ONE, FZIC_K_PIPE_R, 0)
+#define IF_PIPE_W      FZIC_FD(FZIC_FD_ONE, FZIC_K_PIPE_W, 0)
+#define IF_NULL        FZIC_FD(FZIC_FD_ONE, FZIC_K_NULL, 0)
+#define IF_PIPE_FULL   FZIC_FD(FZIC_FD_ONE, FZIC_K_PIPE_FULL, 0)
+#define IF_TWO         FZIC_FD(FZIC_FD_TWO, FZIC_K_EFD, 0)
+#define IF_FIVE        FZIC_FD(FZIC_FD_FIVE, FZIC_K_EFD, 0)
 
 static void i_send(struct buf *b, unsigned vsel, unsigned fsel, unsigned split)
 {
-	put8(b, I_SEND); put8(b, vsel); put8(b, fsel); put8(b, split);
+	put8(b, FZIC_SEND); put8(b, vsel); put8(b, fsel); put8(b, split);
 }
 
 /* A set-up by hand: version, id, shm, then peer 5's vectors before ours. */
@@ -721,7 +715,7 @@ static void i_manual_setup(struct buf *b, unsigned id, unsigned vectors)
 	i_send(b, IV_SMALL(0), IF_NONE, 0);
 	i_send(b, IV_SMALL(id), IF_NONE, 0);
 	i_send(b, IV_MINUS1, IF_MEMFD(2), 0);
-	put8(b, I_JOIN); put8(b, 5); put8(b, 0);
+	put8(b, FZIC_JOIN); put8(b, 5); put8(b, 0);
 	for (unsigned v = 0; v < vectors; v++)
 		i_send(b, IV_SMALL(id), IF_EFD, 0);
 }
@@ -734,43 +728,43 @@ static void seeds_ivshmem(void)
 	b.n = 0;
 	put8(&b, 0); put8(&b, 1);
 	i_manual_setup(&b, 3, 2);
-	put8(&b, I_CONNECT);
-	put8(&b, I_PEERS); put8(&b, 4);
-	put8(&b, I_EVENTFD); put8(&b, 1); put8(&b, 0);
-	put8(&b, I_RING); put8(&b, 1); put8(&b, 1);
-	put8(&b, I_RING); put8(&b, 0); put8(&b, 0);
-	put8(&b, I_JOIN); put8(&b, 9); put8(&b, 0);
-	put8(&b, I_PROCESS); put8(&b, 1);
-	put8(&b, I_LEAVE); put8(&b, 5);
-	put8(&b, I_PROCESS); put8(&b, 0);
-	put8(&b, I_RING); put8(&b, 1 | 1 << 2); put8(&b, 1);
-	put8(&b, I_PEERS); put8(&b, 3);
-	put8(&b, I_CLOSE);
+	put8(&b, FZIC_CONNECT);
+	put8(&b, FZIC_PEERS); put8(&b, 4);
+	put8(&b, FZIC_EVENTFD); put8(&b, 1); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, 1); put8(&b, 1);
+	put8(&b, FZIC_RING); put8(&b, 0); put8(&b, 0);
+	put8(&b, FZIC_JOIN); put8(&b, 9); put8(&b, 0);
+	put8(&b, FZIC_PROCESS); put8(&b, 1);
+	put8(&b, FZIC_LEAVE); put8(&b, 5);
+	put8(&b, FZIC_PROCESS); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, 1 | 1 << 2); put8(&b, 1);
+	put8(&b, FZIC_PEERS); put8(&b, 3);
+	put8(&b, FZIC_CLOSE);
 	save("ivshmem", "client-session", &b);
 
 	/* Client: the convenience set-up, then peers joining and leaving in
 	 * every way, a second session after close. */
 	b.n = 0;
 	put8(&b, 0); put8(&b, 2);
-	put8(&b, I_SETUP); put8(&b, 7);
-	put8(&b, I_JOIN); put8(&b, 1); put8(&b, 0);
-	put8(&b, I_JOIN); put8(&b, 2); put8(&b, 0x80 | 4);  /* one vector too many */
-	put8(&b, I_JOIN); put8(&b, 3); put8(&b, 0x80 | 1);  /* too few */
-	put8(&b, I_CONNECT);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_EVENTFD); put8(&b, 1 | 2 << 2); put8(&b, 2);
-	put8(&b, I_RING); put8(&b, 1 | 2 << 2); put8(&b, 2);
-	put8(&b, I_LEAVE); put8(&b, 2);
-	put8(&b, I_LEAVE); put8(&b, 2);                     /* unknown now */
-	put8(&b, I_LEAVE); put8(&b, 7);                     /* ourselves */
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_CLOSE);
-	put8(&b, I_SETUP); put8(&b, 0);
-	put8(&b, I_EOF);
-	put8(&b, I_PROCESS); put8(&b, 1);
-	put8(&b, I_PEERS); put8(&b, 1);
+	put8(&b, FZIC_SETUP); put8(&b, 7);
+	put8(&b, FZIC_JOIN); put8(&b, 1); put8(&b, 0);
+	put8(&b, FZIC_JOIN); put8(&b, 2); put8(&b, 0x80 | 4);  /* one vector too many */
+	put8(&b, FZIC_JOIN); put8(&b, 3); put8(&b, 0x80 | 1);  /* too few */
+	put8(&b, FZIC_CONNECT);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_EVENTFD); put8(&b, 1 | 2 << 2); put8(&b, 2);
+	put8(&b, FZIC_RING); put8(&b, 1 | 2 << 2); put8(&b, 2);
+	put8(&b, FZIC_LEAVE); put8(&b, 2);
+	put8(&b, FZIC_LEAVE); put8(&b, 2);                  /* unknown now */
+	put8(&b, FZIC_LEAVE); put8(&b, 7);                  /* ourselves */
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_CLOSE);
+	put8(&b, FZIC_SETUP); put8(&b, 0);
+	put8(&b, FZIC_EOF);
+	put8(&b, FZIC_PROCESS); put8(&b, 1);
+	put8(&b, FZIC_PEERS); put8(&b, 1);
 	save("ivshmem", "client-peers", &b);
 
 	/* Client: malformed messages after a good set-up: a second shm, ids
@@ -778,13 +772,13 @@ static void seeds_ivshmem(void)
 	 * extra own vectors, a message cut by the end of the stream. */
 	b.n = 0;
 	put8(&b, 0); put8(&b, 0);
-	put8(&b, I_SETUP); put8(&b, 1);
-	put8(&b, I_CONNECT);
+	put8(&b, FZIC_SETUP); put8(&b, 1);
+	put8(&b, FZIC_CONNECT);
 	i_send(&b, IV_MINUS1, IF_MEMFD(2), 0);
 	i_send(&b, IV_NEAR_MAX(16), IF_EFD, 0);             /* 65535: fine */
 	i_send(&b, IV_NEAR_MAX(17), IF_EFD, 0);             /* 65536 */
 	i_send(&b, IV_SMALL(4), IF_FIVE, 0);
-	i_send(&b, IV_SMALL(4), IF_TWO | 4u << 3, 0);
+	i_send(&b, IV_SMALL(4), FZIC_FD(FZIC_FD_TWO, FZIC_K_PIPE_W, 0), 0);
 	i_send(&b, IV_SMALL(5), IF_PIPE_R, 3);
 	i_send(&b, IV_SMALL(6), IF_PIPE_W, 5 | 0x10);
 	i_send(&b, IV_SMALL(8), IF_NULL, 0);
@@ -793,20 +787,57 @@ static void seeds_ivshmem(void)
 	i_send(&b, IV_TOLD_ID, IF_EFD, 0);                  /* an extra own vector */
 	i_send(&b, IV_RAW, IF_NONE, 0);
 	put64(&b, UINT64_C(0x8000000000000000));
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
 	for (unsigned p = 5; p <= 10; p++) {
 		if (p == 7)
 			continue;
-		put8(&b, I_RING); put8(&b, 2 | p << 2); put8(&b, 0);
+		put8(&b, FZIC_RING); put8(&b, 2 | p << 2); put8(&b, 0);
 	}
-	put8(&b, I_PART); put8(&b, 2); put8(&b, IF_EFD); put8(&b, 4); put8(&b, 0); put8(&b, 0);
-	put8(&b, I_EOF);
-	put8(&b, I_PROCESS); put8(&b, 3);
-	put8(&b, I_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PART); put8(&b, 2); put8(&b, IF_EFD); put8(&b, 4); put8(&b, 0); put8(&b, 0);
+	put8(&b, FZIC_EOF);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
+	put8(&b, FZIC_PROCESS); put8(&b, 3);
 	save("ivshmem", "client-malformed", &b);
+
+	/* Client: vectors that are full blocking pipes (a peer's, one of our
+	 * own, a later peer's in a split write): every ring of them returns at
+	 * once and writes nothing. Then five of them in one message, and one
+	 * as the shared memory of a second session. Two vectors. */
+	b.n = 0;
+	put8(&b, 0); put8(&b, 1);
+	i_send(&b, IV_SMALL(0), IF_NONE, 0);
+	i_send(&b, IV_SMALL(3), IF_NONE, 0);
+	i_send(&b, IV_MINUS1, IF_MEMFD(2), 0);
+	i_send(&b, IV_SMALL(5), IF_PIPE_FULL, 0);
+	i_send(&b, IV_SMALL(5), IF_EFD, 0);
+	i_send(&b, IV_SMALL(3), IF_EFD, 0);
+	i_send(&b, IV_SMALL(3), IF_PIPE_FULL, 0);
+	put8(&b, FZIC_CONNECT);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_KNOWN(0)); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_KNOWN(0)); put8(&b, 1);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_KNOWN(0)); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_OWN); put8(&b, 1);
+	put8(&b, FZIC_EVENTFD); put8(&b, FZIC_PEER_ID(5)); put8(&b, 0);
+	i_send(&b, IV_SMALL(6), IF_PIPE_FULL, 3 | 0x10);
+	i_send(&b, IV_SMALL(6), IF_PIPE_FULL, 5);
+	put8(&b, FZIC_PROCESS); put8(&b, 1);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_ID(6)); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_ID(6)); put8(&b, 1);
+	i_send(&b, IV_SMALL(7), FZIC_FD(FZIC_FD_FIVE, FZIC_K_PIPE_FULL, 0), 0);
+	put8(&b, FZIC_PROCESS); put8(&b, 0);
+	put8(&b, FZIC_LEAVE); put8(&b, 5);
+	put8(&b, FZIC_PROCESS); put8(&b, 0);
+	put8(&b, FZIC_RING); put8(&b, FZIC_PEER_ID(5)); put8(&b, 0);
+	put8(&b, FZIC_PEERS); put8(&b, 3);
+	put8(&b, FZIC_CLOSE);
+	i_send(&b, IV_SMALL(0), IF_NONE, 0);
+	i_send(&b, IV_SMALL(1), IF_NONE, 0);
+	i_send(&b, IV_MINUS1, IF_PIPE_FULL, 0);
+	put8(&b, FZIC_CONNECT);
+	save("ivshmem", "client-full-pipe", &b);
 
 	/* Client: set-ups that each stop at one refusal of connect. */
 	{
@@ -840,10 +871,10 @@ static void seeds_ivshmem(void)
 			if (bad[i].v2 || bad[i].f2)
 				i_send(&b, bad[i].v2, bad[i].f2, 0);
 			if (bad[i].eof)
-				put8(&b, I_EOF);
-			put8(&b, I_CONNECT);
-			put8(&b, I_EOF);
-			put8(&b, I_CONNECT);                        /* nothing: refused */
+				put8(&b, FZIC_EOF);
+			put8(&b, FZIC_CONNECT);
+			put8(&b, FZIC_EOF);
+			put8(&b, FZIC_CONNECT);                     /* nothing: refused */
 			save("ivshmem", bad[i].name, &b);
 		}
 	}
@@ -852,15 +883,15 @@ static void seeds_ivshmem(void)
 	 * 4 peers at most. */
 	b.n = 0;
 	put8(&b, 1); put8(&b, 1 | 3 << 2);
-	put8(&b, S_HONEST); put8(&b, 1);
-	put8(&b, S_HONEST); put8(&b, 0);
-	put8(&b, S_HONEST); put8(&b, 1);
-	put8(&b, S_PROCESS); put8(&b, 0);
-	put8(&b, S_RING); put8(&b, 0); put8(&b, 1); put8(&b, 1);
-	put8(&b, S_LEAVE); put8(&b, 1);
-	put8(&b, S_PROCESS); put8(&b, 1);
-	put8(&b, S_STATUS);
-	put8(&b, S_HONEST); put8(&b, 1);
+	put8(&b, FZIS_HONEST); put8(&b, 1);
+	put8(&b, FZIS_HONEST); put8(&b, 0);
+	put8(&b, FZIS_HONEST); put8(&b, 1);
+	put8(&b, FZIS_PROCESS); put8(&b, 0);
+	put8(&b, FZIS_RING); put8(&b, 0); put8(&b, 1); put8(&b, 1);
+	put8(&b, FZIS_LEAVE); put8(&b, 1);
+	put8(&b, FZIS_PROCESS); put8(&b, 1);
+	put8(&b, FZIS_STATUS);
+	put8(&b, FZIS_HONEST); put8(&b, 1);
 	save("ivshmem", "server-honest", &b);
 
 	/* Server: hostile clients next to an honest one: one sends bytes with
@@ -868,21 +899,21 @@ static void seeds_ivshmem(void)
 	 * is full. 1 vector, 3 peers at most. */
 	b.n = 0;
 	put8(&b, 1); put8(&b, 0 | 2 << 2);
-	put8(&b, S_HONEST); put8(&b, 0);
-	put8(&b, S_HOSTILE); put8(&b, 1);
-	put8(&b, S_HOSTILE); put8(&b, 0);
-	put8(&b, S_HOSTILE); put8(&b, 0);                   /* refused: full */
-	put8(&b, S_HONEST); put8(&b, 0);                    /* refused: full */
-	put8(&b, S_SEND); put8(&b, 0); put8(&b, 7); put8(&b, 0x12);
+	put8(&b, FZIS_HONEST); put8(&b, 0);
+	put8(&b, FZIS_HOSTILE); put8(&b, 1);
+	put8(&b, FZIS_HOSTILE); put8(&b, 0);
+	put8(&b, FZIS_HOSTILE); put8(&b, 0);                /* refused: full */
+	put8(&b, FZIS_HONEST); put8(&b, 0);                 /* refused: full */
+	put8(&b, FZIS_SEND); put8(&b, 0); put8(&b, 7); put8(&b, 0x12);
 	putn(&b, "\x01\x02\x03\x04\x05\x06\x07\x08", 8);
-	put8(&b, S_HOSTILE); put8(&b, 1);
-	put8(&b, S_SHUT); put8(&b, 1);
-	put8(&b, S_READ); put8(&b, 0);
-	put8(&b, S_PROCESS); put8(&b, 0);
-	put8(&b, S_DROP); put8(&b, 0);
-	put8(&b, S_HONEST); put8(&b, 0);
-	put8(&b, S_HOSTILE); put8(&b, 1);
-	put8(&b, S_PROCESS); put8(&b, 1);
+	put8(&b, FZIS_HOSTILE); put8(&b, 1);
+	put8(&b, FZIS_SHUT); put8(&b, 1);
+	put8(&b, FZIS_READ); put8(&b, 0);
+	put8(&b, FZIS_PROCESS); put8(&b, 0);
+	put8(&b, FZIS_DROP); put8(&b, 0);
+	put8(&b, FZIS_HONEST); put8(&b, 0);
+	put8(&b, FZIS_HOSTILE); put8(&b, 1);
+	put8(&b, FZIS_PROCESS); put8(&b, 1);
 	save("ivshmem", "server-hostile", &b);
 }
 
