@@ -395,8 +395,9 @@ static void t_evict_dead_process(void **state)
 	uint8_t msg[64], out[64];
 	unsigned found[2];
 	uint32_t seq = 0, next = 0;
+	bool dead = false;
 	uint64_t tag;
-	int go[2], st, rc;
+	int go[2], st = 0, rc;
 	void *mem;
 	pid_t pid;
 
@@ -434,8 +435,10 @@ static void t_evict_dead_process(void **state)
 		tu_stamp(msg, sizeof(msg), tu_tag(5, seq));
 		rc = portal_bcast_publish(prod, msg);
 		if (rc == -EAGAIN) {
-			if (waitpid(pid, &st, WNOHANG) == pid)
+			/* Held after the death was known: held by the dead. */
+			if (dead)
 				break;
+			dead = waitpid(pid, &st, WNOHANG) == pid;
 			/* The survivor keeps up while the child still reads. */
 			while (portal_bcast_read(live, out, NULL) == 0) {
 				assert_true(tu_check(out, sizeof(out), &tag));
@@ -1000,6 +1003,149 @@ static void t_threads(void **state)
 	free(m);
 }
 
+/*
+ * Eviction racing a reader. Subscribers 0 and 1 read everything; line 2's
+ * reader (tag 42) either stops at a quarter of the stream and waits
+ * (dead: the HOLD producer is held until it evicts the line) or keeps
+ * reading and is evicted at half the stream while it reads (a wrong
+ * verdict). Either way the producer goes on, 0 and 1 get every message
+ * in order, and the victim gets each message it reads in order until
+ * -EOWNERDEAD, never PORTAL_EPROTO or a torn message.
+ */
+struct mt_victim {
+	struct mt *m;
+	bool live;
+	atomic_bool stopped, evicted, done;
+	uint64_t got;
+	int last_rc;
+};
+
+static void *mt_victim(void *arg)
+{
+	struct mt_victim *v = arg;
+	struct mt *m = v->m;
+	portal_bcast_t *b;
+	uint8_t out[256];
+	uint64_t tag = 0;
+	double t0 = now_s();
+	int rc;
+
+	if (portal_bcast_attach_owner(m->mem, m->len, 2, 42, &b)) {
+		tu_err_set(&m->err, "victim attach");
+		atomic_fetch_add(&m->ready, 1);
+		return NULL;
+	}
+	atomic_fetch_add(&m->ready, 1);
+	for (;;) {
+		if (!v->live && v->got == m->count / 4) {
+			atomic_store(&v->stopped, true);
+			while (!atomic_load(&v->done))
+				sched_yield();
+			rc = portal_bcast_read(b, out, NULL);
+			break;
+		}
+		rc = portal_bcast_read(b, out, NULL);
+		if (rc == -EAGAIN) {
+			if (now_s() - t0 > 20) {
+				tu_err_set(&m->err, "victim stuck at %llu", (unsigned long long)v->got);
+				break;
+			}
+			sched_yield();
+			continue;
+		}
+		if (rc)
+			break;
+		if (!tu_check(out, m->c.slot, &tag) || tag != tu_tag(3, (uint32_t)v->got)) {
+			tu_err_set(&m->err, "victim: want seq %llu, got tag %#llx",
+				   (unsigned long long)v->got, (unsigned long long)tag);
+			break;
+		}
+		v->got++;
+	}
+	v->last_rc = rc;
+	portal_bcast_detach(b);
+	return NULL;
+}
+
+static void t_threads_evict(void **state)
+{
+	bool live = *state != NULL;
+	struct cfg c = { PORTAL_BCAST_HOLD, 64, 8, 3 };
+	struct portal_bcast_params p = { c.mode, c.slot, c.cap, c.subs };
+	struct mt *m = calloc(1, sizeof(*m));
+	struct mt_victim *v = calloc(1, sizeof(*v));
+	struct mt_arg args[2];
+	pthread_t th[3];
+	portal_bcast_t *prod;
+	uint8_t buf[256];
+	double t0;
+
+	assert_non_null(m);
+	assert_non_null(v);
+	m->c = c;
+	m->nsub = 2;
+	m->count = 50000;
+	m->len = portal_bcast_memsize(&p);
+	m->mem = tu_mem_alloc(m->len);
+	v->m = m;
+	v->live = live;
+	assert_int_equal(portal_bcast_init(m->mem, m->len, &p), 0);
+	assert_int_equal(portal_bcast_attach(m->mem, m->len, -1, &prod), 0);
+	for (unsigned i = 0; i < 2; i++) {
+		args[i] = (struct mt_arg){ m, i };
+		assert_int_equal(pthread_create(&th[i], NULL, mt_sub, &args[i]), 0);
+	}
+	assert_int_equal(pthread_create(&th[2], NULL, mt_victim, v), 0);
+	while (atomic_load(&m->ready) < 3)
+		sched_yield();
+	t0 = now_s();
+	for (uint32_t s = 0; s < m->count && !tu_err_any(&m->err);) {
+		int rc;
+
+		if (!atomic_load(&v->evicted) &&
+		    (live ? s == m->count / 2 : atomic_load(&v->stopped) &&
+		     s == m->count / 4 + c.cap)) {
+			unsigned line[3];
+
+			assert_int_equal(portal_bcast_find_subs(prod, 42, line, 3), 1);
+			assert_int_equal(line[0], 2);
+			assert_int_equal(portal_bcast_evict(prod, 2, 42), 1);
+			atomic_store(&v->evicted, true);
+		}
+		tu_stamp(buf, c.slot, tu_tag(3, s));
+		rc = portal_bcast_publish(prod, buf);
+		if (rc == -EAGAIN) {
+			if (now_s() - t0 > 20) {
+				tu_err_set(&m->err, "producer stuck at %u", s);
+				break;
+			}
+			sched_yield();
+			continue;
+		}
+		if (rc) {
+			tu_err_set(&m->err, "publish %u: %d", s, rc);
+			break;
+		}
+		s++;
+	}
+	atomic_store(&v->done, true);
+	for (unsigned i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	tu_assert_no_err(&m->err);
+	for (unsigned i = 0; i < 2; i++)
+		assert_int_equal(m->got[i], m->count);
+	assert_true(atomic_load(&v->evicted));
+	assert_int_equal(v->last_rc, -EOWNERDEAD);
+	if (live)
+		assert_true(v->got >= m->count / 2 - c.cap && v->got <= m->count);
+	else
+		assert_int_equal(v->got, m->count / 4);
+	portal_bcast_detach(prod);
+	tu_mem_free_checked(m->mem, m->len);
+	free(v);
+	free(m);
+}
+
 static struct cfg mt_cfgs[] = {
 	{ PORTAL_BCAST_HOLD, 64, 16, 3 },
 	{ PORTAL_BCAST_HOLD, 8, 2, 2 },
@@ -1218,6 +1364,8 @@ int main(void)
 			     mt_cfgs[i].mode == PORTAL_BCAST_HOLD ? "HOLD" : "LAP", mt_cfgs[i].slot,
 			     mt_cfgs[i].cap, mt_cfgs[i].subs);
 	tu_suite_add(&s, t_evict_joining, NULL, "evict_joining/HOLD/s16/c4/n2");
+	tu_suite_add(&s, t_threads_evict, NULL, "threads_evict/dead/HOLD/s64/c8/n3");
+	tu_suite_add(&s, t_threads_evict, (void *)1, "threads_evict/live/HOLD/s64/c8/n3");
 	tu_suite_add(&s, t_evict_dead_process, NULL, "evict_dead_process/HOLD/s64/c8/n2");
 	tu_suite_add(&s, t_region_glue, NULL, "region_glue");
 	return tu_suite_run(&s, "portal.bcast");
