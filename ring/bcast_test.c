@@ -945,6 +945,30 @@ static void *mt_sub(void *arg)
 	return NULL;
 }
 
+/* Publish message S: 1 published, 0 held (HOLD; yielded, call again),
+ * -1 an error (recorded in m->err) or held for more than 20 s. */
+static int mt_publish(struct mt *m, portal_bcast_t *prod, uint32_t s, double t0)
+{
+	uint8_t buf[256];
+	int rc;
+
+	tu_stamp(buf, m->c.slot, tu_tag(3, s));
+	rc = portal_bcast_publish(prod, buf);
+	if (rc == -EAGAIN && m->c.mode == PORTAL_BCAST_HOLD) {
+		if (now_s() - t0 > 20) {
+			tu_err_set(&m->err, "producer stuck at %u", s);
+			return -1;
+		}
+		sched_yield();
+		return 0;
+	}
+	if (rc) {
+		tu_err_set(&m->err, "publish %u: %d", s, rc);
+		return -1;
+	}
+	return 1;
+}
+
 static void t_threads(void **state)
 {
 	const struct cfg *c = *state;
@@ -953,7 +977,6 @@ static void t_threads(void **state)
 	pthread_t th[8];
 	struct mt_arg args[8];
 	portal_bcast_t *prod;
-	uint8_t buf[256];
 	double t0;
 
 	assert_non_null(m);
@@ -972,23 +995,11 @@ static void t_threads(void **state)
 		sched_yield();
 	t0 = now_s();
 	for (uint32_t s = 0; s < m->count && !tu_err_any(&m->err);) {
-		int rc;
+		int k = mt_publish(m, prod, s, t0);
 
-		tu_stamp(buf, c->slot, tu_tag(3, s));
-		rc = portal_bcast_publish(prod, buf);
-		if (rc == -EAGAIN && c->mode == PORTAL_BCAST_HOLD) {
-			if (now_s() - t0 > 20) {
-				tu_err_set(&m->err, "producer stuck at %u", s);
-				break;
-			}
-			sched_yield();
-			continue;
-		}
-		if (rc) {
-			tu_err_set(&m->err, "publish %u: %d", s, rc);
+		if (k < 0)
 			break;
-		}
-		s++;
+		s += (uint32_t)k;
 	}
 	for (unsigned i = 0; i < m->nsub; i++)
 		pthread_join(th[i], NULL);
@@ -1077,7 +1088,6 @@ static void t_threads_evict(void **state)
 	struct mt_arg args[2];
 	pthread_t th[3];
 	portal_bcast_t *prod;
-	uint8_t buf[256];
 	double t0;
 
 	assert_non_null(m);
@@ -1100,7 +1110,7 @@ static void t_threads_evict(void **state)
 		sched_yield();
 	t0 = now_s();
 	for (uint32_t s = 0; s < m->count && !tu_err_any(&m->err);) {
-		int rc;
+		int k;
 
 		if (!atomic_load(&v->evicted) &&
 		    (live ? s == m->count / 2 : atomic_load(&v->stopped) &&
@@ -1112,21 +1122,10 @@ static void t_threads_evict(void **state)
 			assert_int_equal(portal_bcast_evict(prod, 2, 42), 1);
 			atomic_store(&v->evicted, true);
 		}
-		tu_stamp(buf, c.slot, tu_tag(3, s));
-		rc = portal_bcast_publish(prod, buf);
-		if (rc == -EAGAIN) {
-			if (now_s() - t0 > 20) {
-				tu_err_set(&m->err, "producer stuck at %u", s);
-				break;
-			}
-			sched_yield();
-			continue;
-		}
-		if (rc) {
-			tu_err_set(&m->err, "publish %u: %d", s, rc);
+		k = mt_publish(m, prod, s, t0);
+		if (k < 0)
 			break;
-		}
-		s++;
+		s += (uint32_t)k;
 	}
 	atomic_store(&v->done, true);
 	for (unsigned i = 0; i < 3; i++)
