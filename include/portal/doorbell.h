@@ -524,7 +524,11 @@ PORTAL_API int portal_ivshmem_client_eventfd(const portal_ivshmem_client_t *c, u
 					     uint32_t vector);
 
 /* Ring PEER on VECTOR directly (no doorbell protocol: no armed check).
- * Returns 0, or an error of portal_ivshmem_client_eventfd / write. */
+ * Returns 0, or an error of portal_ivshmem_client_eventfd / write. Never
+ * blocks: the client makes every vector fd a server sends O_NONBLOCK (the
+ * flag is in the shared file description, so a notifier's dup has it too),
+ * and a vector that cannot take the write now (a full eventfd counter, or
+ * a hostile server's full pipe) counts as rung: 0, nothing written. */
 PORTAL_API int portal_ivshmem_client_ring(const portal_ivshmem_client_t *c, uint32_t peer,
 					  uint32_t vector);
 
