@@ -176,8 +176,8 @@ enum fza_op {
  *
  * Client mode:
  *   u8 cfg      vectors = bit 2 ? 8 : 1 + (cfg & 3); bit 3: connect with
- *               timeout 0 rather than 1 ms when the model says the set-up
- *               will not complete with what was sent
+ *               timeout 0 rather than 50 us (FI_SHORT_WAIT_NS) when the
+ *               model says the set-up will not complete with what was sent
  *   then operations (u8 % FZIC_NOPS) and their argument bytes. Server
  *   operations before the client has connected are the set-up, written
  *   when it connects; after, they are written at once. Any client

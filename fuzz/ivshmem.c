@@ -40,24 +40,31 @@
  *    harness's plus exactly those the model says the client holds, and at
  *    the end of the input exactly those open before it;
  *  - no hang: connect is given a long timeout only when the model says the
- *    set-up completes or fails with what was sent; process uses timeout 0;
+ *    set-up completes or fails with what was sent (else FI_SHORT_WAIT_NS,
+ *    or 0); process uses timeout 0;
  *    ringing a vector that is a full blocking pipe returns 0 and writes
  *    nothing (the client makes every vector fd non-blocking, so a full pipe
  *    is a full counter), where a blocking write would hang until
  *    libFuzzer's -timeout.
  *
  * Hostile client -> our server (ivshmem-server/server.c, compiled into this
- * target by fuzz/CMakeLists.txt). ivs_run() runs in a second thread on a
- * listening socket; a pipe stands in for its signalfd (the loop only
- * read()s a struct signalfd_siginfo from it), so the harness stops it by
- * writing a SIGTERM record. The script connects honest clients
+ * target by fuzz/CMakeLists.txt). ivs_run() runs on a listening socket, as
+ * a coroutine on a stack of its own in the harness's thread: it runs when
+ * the harness waits for it, until it waits itself ("Running the server
+ * loop" below), so one thread plays both sides here too and every input
+ * runs the same way every time. A pipe stands in for its signalfd (the
+ * loop only read()s a struct signalfd_siginfo from it), so the harness
+ * stops it by writing a SIGTERM record. The script connects honest clients
  * (portal_ivshmem_client_connect) and raw hostile ones, which send bytes
  * (with or without fds), half-close, close, read or do not read, and calls
- * process on the honest clients. Invariants:
+ * process on the honest clients. Before a connect, a read or a process, the
+ * loop has handled everything the harness did before (fs_settle), so what
+ * each client reads is determined, and a peer that closed is gone.
+ * Invariants:
  *
  *  - every connection the server accepts gets the next id (0, 1, 2, ...);
- *    one is refused only when the server is full (--max-peers), and never
- *    when it is not, counting peers whose leaving may not be seen yet;
+ *    one is refused exactly when the server is full (--max-peers live
+ *    peers; every peer that closed before has been reaped);
  *  - a set-up lists every live peer, vectors times each, and no dead one;
  *  - a client that sends a byte or half-closes is dropped (its stream
  *    ends); a well-behaved one never is, and never gets a malformed
@@ -66,34 +73,43 @@
  *  - at the end, every honest client's peer table converges to exactly the
  *    live peers, each with all its vectors, and ringing a peer through the
  *    table raises that peer's own eventfd;
- *  - SIGTERM stops the loop within seconds, every client then sees the end
- *    of the stream, and once all is closed no fd is left open.
+ *  - SIGTERM stops the loop as soon as it reads the record, every client
+ *    then sees the end of the stream, the loop left no connection
+ *    unaccepted and no record unread, and once all is closed no fd is left
+ *    open.
  *
- * Timing-dependent steps (waiting for the server) use deadlines of seconds;
- * in a correct run they return in microseconds.
+ * Waits for the server keep deadlines of seconds (FS_WAIT_NS) that only a
+ * bug reaches; in a correct run the answer is there when the loop yields.
  */
 #include <dirent.h>
+#include <dlfcn.h>
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
-#include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <time.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "fuzz/fuzz_format.h"
 #include "fuzz/fuzz_util.h"
 
 #include "portal/doorbell.h"
+
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
 
 /* The server's event loop: ivshmem-server/server.c is compiled into this
  * target alone, with its sanitizers (fuzz/CMakeLists.txt); server.h is all
@@ -115,11 +131,33 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len);
 #define FS_MAX_HOSTILE 8
 #define FS_MAX_IDS    64
 #define FS_WAIT_NS    (INT64_C(10000000000)) /* 10 s: only a bug waits this long */
+/*
+ * connect's timeout when the model says the client will wait for bytes
+ * that never come: it waits (ppoll) and times out. It must outlast the
+ * client's own start (socket, our connect() writing the set-up): 18 us
+ * median, 54 us at the 99th percentile over a grown corpus, so at 50 us
+ * almost every such connect still reaches the wait, and one that does not
+ * takes the "deadline passed between messages" path, with the same result.
+ * (It was 1 ms, which slept for most of each client-mode input.)
+ */
+#define FI_SHORT_WAIT_NS (INT64_C(50000))
 
 static char fi_dir[64];
-static char fi_path[108];
-static int fi_listen = -1;      /* client mode's listening socket, kept */
+static char fi_path[108];       /* client mode's socket */
+static char fs_path[108];       /* server mode's */
+/*
+ * The listening sockets, server mode's shared memory and signal pipe live
+ * as long as the process: made anew for every input they cost a bind and
+ * an unlink (a file in /tmp) and five more syscalls, a tenth of an empty
+ * server-mode input. Each server-mode input checks that it leaves them as
+ * it found them (nothing in the backlog or in the pipe).
+ */
+static int fi_listen = -1;      /* client mode's listening socket */
+static int fs_listen = -1;      /* server mode's (non-blocking, as main.c's) */
+static int fs_shm = -1;         /* the server's shared memory, 4096 bytes */
+static int fs_sigr = -1, fs_sigw = -1; /* the pipe that stands in for the signalfd */
 static int fi_baseline;         /* open fds between inputs */
+static int fi_fd_limit;         /* RLIMIT_NOFILE: no fd is at or above it */
 
 static int64_t fi_now(void)
 {
@@ -129,18 +167,122 @@ static int64_t fi_now(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static int fi_count_fds(void)
+/* The open fds, from /proc/self/fd: exact, but a directory read (a dentry
+ * made per fd), which took a quarter of client mode's CPU when done after
+ * every call (with an open and a close of the directory each time). So this
+ * runs at the start and end of every input, on a directory fd kept open
+ * (one of the fds it counts); with KEEP, it keeps their numbers for
+ * fi_scan_prepare(). */
+static int *fi_base;            /* the fds open at the input's start, sorted */
+static int fi_base_n;
+
+static int fi_cmp_int(const void *a, const void *b)
 {
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *e;
+	return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b);
+}
+
+static int fi_proc_fd = -1;     /* /proc/self/fd, open for good: read from 0 */
+
+static int fi_count_fds(bool keep)
+{
+	static char buf[16384] __attribute__((aligned(8)));
 	int n = 0;
 
-	FZ_CHECK(d, "opendir /proc/self/fd: %d", errno);
-	while ((e = readdir(d)))
-		if (e->d_name[0] != '.')
+	if (keep)
+		fi_base_n = 0;
+	FZ_CHECK(lseek(fi_proc_fd, 0, SEEK_SET) == 0, "lseek /proc/self/fd: %d", errno);
+	for (;;) {
+		ssize_t got = getdents64(fi_proc_fd, buf, sizeof(buf));
+
+		FZ_CHECK(got >= 0, "getdents64 /proc/self/fd: %d", errno);
+		if (got == 0)
+			break;
+		for (ssize_t off = 0; off < got;) {
+			const struct dirent64 *e = (const struct dirent64 *)(const void *)(buf + off);
+			const char *name = e->d_name;
+
+			off += e->d_reclen;
+			if (name[0] == '.')
+				continue;
 			n++;
-	closedir(d);
-	return n - 1; /* the directory's own fd */
+			if (keep) {
+				int *nb = realloc(fi_base, (size_t)(fi_base_n + 1) * sizeof(*nb));
+
+				FZ_CHECK(nb, "harness: out of memory");
+				fi_base = nb;
+				fi_base[fi_base_n++] = atoi(name);
+			}
+		}
+	}
+	if (keep)
+		qsort(fi_base, (size_t)fi_base_n, sizeof(*fi_base), fi_cmp_int);
+	return n;
+}
+
+/*
+ * After every client call, the count is taken with one poll() over a list
+ * of fd numbers (no events asked: POLLNVAL marks a number not open) that
+ * is sure to hold every open fd. Linux gives each new fd the lowest number
+ * not open, and nothing in this process picks a number itself during an
+ * input (no dup2, dup3 or F_DUPFD with a floor: not the harness, the
+ * client, libFuzzer or the sanitizers). So while at most M fds made in
+ * this input are open at once, each of them has one of the first M
+ * numbers that were free at its start, or the number of an fd open at
+ * its start that was closed since: the list is those numbers and every fd
+ * open at the start. M counts the harness's fds (two per object, the
+ * accepted socket), every fd sent to the client so far (the most it can
+ * hold), its socket, and 64 for what a call holds for an instant (one
+ * recvmsg's fds). For a leak to escape, one call would have to hold more
+ * than 64 fds beyond all these at once, close the lower ones and keep a
+ * higher one; and the exact count at the end of the input
+ * (fi_count_fds) still sees any fd left open.
+ */
+static struct pollfd *fi_scan;
+static int fi_scan_len, fi_scan_cap;
+static long fi_scan_m;          /* the M the list was made for; -1: none */
+
+static void fi_scan_push(int fd)
+{
+	if (fi_scan_len == fi_scan_cap) {
+		int cap = fi_scan_cap ? 2 * fi_scan_cap : 256;
+		struct pollfd *np = realloc(fi_scan, (size_t)cap * sizeof(*np));
+
+		FZ_CHECK(np, "harness: out of memory");
+		fi_scan = np;
+		fi_scan_cap = cap;
+	}
+	fi_scan[fi_scan_len++] = (struct pollfd){ .fd = fd, .events = 0 };
+}
+
+static void fi_scan_prepare(long m)
+{
+	int fd, j = 0;
+	long free_seen = 0;
+
+	if (m <= fi_scan_m)
+		return; /* M only grows within an input: the list too */
+	fi_scan_len = 0;
+	for (fd = 0; free_seen < m && fd < fi_fd_limit; fd++) {
+		if (j < fi_base_n && fi_base[j] == fd)
+			j++;
+		else
+			free_seen++;
+		fi_scan_push(fd);
+	}
+	for (; j < fi_base_n; j++)
+		fi_scan_push(fi_base[j]);
+	fi_scan_m = m;
+}
+
+static int fi_count_fds_listed(void)
+{
+	const struct timespec zero = { 0, 0 };
+	int open = 0;
+
+	FZ_CHECK(ppoll(fi_scan, (nfds_t)fi_scan_len, &zero, NULL) >= 0, "ppoll: %d", errno);
+	for (int i = 0; i < fi_scan_len; i++)
+		open += !(fi_scan[i].revents & POLLNVAL);
+	return open;
 }
 
 static bool fi_cloexec(int fd)
@@ -195,20 +337,17 @@ struct fi {
 	bool connected;         /* the client exists */
 	bool eof_sent;
 	bool eof_pending;       /* FZIC_EOF before connect */
-	/* chunks written before connect (replayed by connect()) */
-	struct fi_chunk {
-		uint8_t b[8];
-		unsigned len, nfds;
-		int objs[5];
-	} pre[FI_MAX_MSGS];
+	/* chunks written before connect (replayed by connect()); fi_pre */
+	struct fi_chunk *pre;
 	unsigned npre;
-	/* the stream model */
-	struct fi_msg q[FI_MAX_MSGS];
+	/* the stream model: FI_MAX_MSGS entries, fi_q or fi_dry_q */
+	struct fi_msg *q;
 	unsigned qhead, qtail;
 	uint8_t part[8];
 	unsigned partlen, partfds;
 	int partobj;
 	bool stream_full;       /* too many messages for the model: stop writing */
+	unsigned long sent_fds; /* fds the socket took in this input */
 	int64_t told_id;        /* the id message last sent as FZIC_SETUP, or -1 */
 	/* the client model */
 	portal_ivshmem_client_t *c;
@@ -222,6 +361,21 @@ struct fi {
 };
 
 static struct fi *fi_cur; /* for connect() */
+
+/*
+ * Client mode's state is static: a calloc of it for every input and every
+ * connect's dry run cost fresh pages each time (ASan's quarantine keeps
+ * freed ones), more than the rest of a short input. The two big queues
+ * are written before they are read, so only struct fi is cleared.
+ */
+struct fi_chunk {
+	uint8_t b[8];
+	unsigned len, nfds;
+	int objs[5];
+};
+static struct fi_chunk fi_pre[FI_MAX_MSGS];
+static struct fi_msg fi_q[FI_MAX_MSGS], fi_dry_q[FI_MAX_MSGS];
+static struct fi fi_state, fi_dry;
 
 static int fi_harness_fds(const struct fi *s)
 {
@@ -252,7 +406,7 @@ static void fi_dump_fds(void)
 {
 	char path[64], target[256];
 
-	for (int fd = 0; fd < 1024; fd++) {
+	for (int fd = 0; fd < 1024 || (fi_scan_len && fd <= fi_scan[fi_scan_len - 1].fd); fd++) {
 		ssize_t n;
 
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
@@ -266,7 +420,10 @@ static void fi_dump_fds(void)
 
 static void fi_check_fds(const struct fi *s, const char *after)
 {
-	int now = fi_count_fds(), want = fi_baseline + fi_harness_fds(s) + fi_client_fds(s);
+	int now, want = fi_baseline + fi_harness_fds(s) + fi_client_fds(s);
+
+	fi_scan_prepare(2 * (long)s->nobj + 1 + (long)s->sent_fds + 1 + 64);
+	now = fi_count_fds_listed();
 
 	if (now != want)
 		fi_dump_fds();
@@ -441,6 +598,7 @@ static void fi_write(struct fi *s, const uint8_t *b, unsigned n, unsigned nfds, 
 			s->stream_full = true;
 		return;
 	}
+	s->sent_fds += nfds;
 	fi_model_bytes(s, b, (unsigned)k, nfds, objs);
 	if ((unsigned)k < n)
 		s->stream_full = true;
@@ -781,14 +939,15 @@ static void fi_connect(struct fi *s)
 	 * it says whether the client would wait for more (then a short
 	 * timeout, else a long one that only a bug reaches). */
 	{
-		struct fi *dry = calloc(1, sizeof(*dry));
+		struct fi *dry = &fi_dry;
 
 		/* A dry run over the chunks connect() will write, in a scratch
 		 * model; it only picks the timeout. */
-		FZ_CHECK(dry, "harness: out of memory");
+		memset(dry, 0, sizeof(*dry));
+		dry->q = fi_dry_q;
 		dry->vectors = s->vectors;
 		dry->nobj = s->nobj;
-		memcpy(dry->obj, s->obj, sizeof(dry->obj));
+		memcpy(dry->obj, s->obj, s->nobj * sizeof(dry->obj[0]));
 		dry->partobj = -1;
 		for (unsigned v = 0; v < PORTAL_IVSHMEM_MAX_VECTORS; v++)
 			dry->own[v] = -1;
@@ -803,9 +962,8 @@ static void fi_connect(struct fi *s)
 		dry->eof_sent = s->eof_pending;
 		(void)fi_model_connect(dry, &runs_out);
 		free(dry->peers);
-		free(dry);
 	}
-	timeout = runs_out ? (s->short_timeout_zero ? 0 : 1000000) : FS_WAIT_NS;
+	timeout = runs_out ? (s->short_timeout_zero ? 0 : FI_SHORT_WAIT_NS) : FS_WAIT_NS;
 	fi_cur = s;
 	t0 = fi_now();
 	rc = portal_ivshmem_client_connect(fi_path, s->vectors, timeout, &s->c);
@@ -1059,11 +1217,13 @@ static void fi_close_objs(struct fi *s)
 
 static void fi_run(struct fz *in)
 {
-	struct fi *s = calloc(1, sizeof(*s));
+	struct fi *s = &fi_state;
 	uint8_t cfg = fz_u8(in);
 
-	FZ_CHECK(s, "harness: out of memory");
+	memset(s, 0, sizeof(*s));
 	s->in = in;
+	s->pre = fi_pre;
+	s->q = fi_q;
 	s->vectors = cfg & 4 ? 8 : 1 + (cfg & 3);
 	s->short_timeout_zero = cfg & 8;
 	s->srv = -1;
@@ -1126,7 +1286,6 @@ static void fi_run(struct fz *in)
 		fi_check_view(s);
 	fi_end_session(s);
 	fi_close_objs(s);
-	free(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1145,7 +1304,6 @@ struct fs {
 	struct fz *in;
 	struct ivs_config cfg;
 	int lfd, shm, sigr, sigw;
-	pthread_t th;
 	int run_rc;
 	/* every accepted connection, by id (ids are 0, 1, 2, ...) */
 	struct fs_peer ids[FS_MAX_IDS];
@@ -1159,14 +1317,155 @@ struct fs {
 		int sock;
 		uint32_t id;
 	} hos[FS_MAX_HOSTILE];
+	bool stopped;           /* ivs_run returned (run_rc) */
 };
 
-static void *fs_thread(void *arg)
-{
-	struct fs *S = arg;
+/*
+ * Running the server loop. ivs_run() runs on a stack of its own in the
+ * harness's thread, as a coroutine: this file defines poll(), the loop's
+ * one blocking call (the way it defines connect() for client mode). On
+ * the loop's stack, poll() first looks at the loop's fds without waiting;
+ * when nothing is ready, the loop is idle, and instead of blocking it
+ * switches back to the harness. The harness runs the loop (fs_step) when
+ * it needs the server's answer: before an observation (fs_settle), and
+ * whenever it, or the client library on its behalf, would wait for the
+ * server: this file defines ppoll() too, which the client library waits
+ * in, and there it runs the loop until it is idle before waiting for real.
+ * So one thread plays both sides, every input runs the same way every
+ * time, and a wait for the server costs two context switches in the
+ * process instead of a wake-up of another thread (and a thread per input).
+ * The loop's code runs unchanged; it only sees the events of several
+ * harness steps at once when no wait came between them, as a busy server
+ * does.
+ */
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FS_ASAN 1
+#endif
+#endif
 
+#define FS_STACK_SIZE (1u << 20)
+
+static struct fs *fs_cur;       /* the server-mode input running */
+static bool fs_in_loop;         /* running on the loop's stack */
+static ucontext_t fs_harness_ctx, fs_loop_ctx;
+static uint8_t *fs_stack;       /* FS_STACK_SIZE, a guard page below */
+static const void *fs_harness_stack; /* for ASan's fiber switches */
+static size_t fs_harness_stack_size;
+/* swapcontext itself: ASan's interceptor of it would clear the shadow of
+ * the loop's whole stack at every switch (the redzones of its live frames
+ * too) and warn of false positives; the fiber annotations below are
+ * ASan's interface for switching stacks. */
+static int (*fs_swapcontext)(ucontext_t *, const ucontext_t *);
+
+int poll(struct pollfd *fds, nfds_t n, int timeout);
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo, const sigset_t *mask);
+
+/* The system call; writing every revents first has ASan check the
+ * caller's array, as its interceptor of ppoll() would. */
+static int fi_sys_ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo,
+			const sigset_t *mask)
+{
+	struct timespec t, *tp = NULL;
+
+	for (nfds_t i = 0; i < n; i++)
+		fds[i].revents = 0;
+	if (tmo) {
+		t = *tmo; /* the kernel writes back the time left */
+		tp = &t;
+	}
+	return (int)syscall(SYS_ppoll, fds, n, tp, mask, mask ? (size_t)_NSIG / 8 : (size_t)0);
+}
+
+static void fs_switch(ucontext_t *from, const ucontext_t *to, const void *bottom, size_t size,
+		      bool leaving_for_good)
+{
+#ifdef FS_ASAN
+	void *fake = NULL;
+
+	__sanitizer_start_switch_fiber(leaving_for_good ? NULL : &fake, bottom, size);
+#else
+	(void)bottom, (void)size, (void)leaving_for_good;
+#endif
+	FZ_CHECK(fs_swapcontext(from, to) == 0, "swapcontext: %d", errno);
+#ifdef FS_ASAN
+	/* back on FROM's stack; the loop learns the harness's stack here */
+	__sanitizer_finish_switch_fiber(fake, from == &fs_loop_ctx ? &fs_harness_stack : NULL,
+					from == &fs_loop_ctx ? &fs_harness_stack_size : NULL);
+#endif
+}
+
+/* The loop's side: back to the harness until it runs the loop again. */
+static void fs_yield(bool for_good)
+{
+	fs_in_loop = false;
+	fs_switch(&fs_loop_ctx, &fs_harness_ctx, fs_harness_stack, fs_harness_stack_size,
+		  for_good);
+	fs_in_loop = true;
+}
+
+static void fs_loop_main(void)
+{
+	struct fs *S = fs_cur;
+
+#ifdef FS_ASAN
+	__sanitizer_finish_switch_fiber(NULL, &fs_harness_stack, &fs_harness_stack_size);
+#endif
+	fs_in_loop = true;
 	S->run_rc = ivs_run(&S->cfg, S->lfd, S->shm, S->sigr);
-	return NULL;
+	S->stopped = true;
+	fs_yield(true); /* never resumed: the next input makes a new context */
+	abort();
+}
+
+/* The harness's side: run the loop until it waits for something (or ivs_run
+ * returned). Afterwards a scan that began after every earlier action of
+ * the harness found nothing ready: the loop has handled them all, its sends
+ * are in the sockets, and a peer that closed is reaped and announced. */
+static void fs_step(struct fs *S)
+{
+	if (S->stopped)
+		return;
+	fs_switch(&fs_harness_ctx, &fs_loop_ctx, fs_stack, FS_STACK_SIZE, false);
+}
+
+int poll(struct pollfd *fds, nfds_t n, int timeout)
+{
+	const struct timespec zero = { 0, 0 };
+	struct timespec t;
+
+	if (!fs_in_loop) {
+		if (timeout < 0)
+			return fi_sys_ppoll(fds, n, NULL, NULL);
+		t.tv_sec = timeout / 1000;
+		t.tv_nsec = (long)(timeout % 1000) * 1000000;
+		return fi_sys_ppoll(fds, n, &t, NULL);
+	}
+	/* The loop: ivs_run() always waits with -1 (a finite timeout would
+	 * just wait for the harness, as -1 does). */
+	for (;;) {
+		int k = fi_sys_ppoll(fds, n, &zero, NULL);
+
+		if (k != 0 || timeout == 0)
+			return k;
+		fs_yield(false);
+	}
+}
+
+int ppoll(struct pollfd *fds, nfds_t n, const struct timespec *tmo, const sigset_t *mask)
+{
+	const struct timespec zero = { 0, 0 };
+	struct fs *S = fs_cur;
+
+	if (S && !fs_in_loop && !S->stopped && (!tmo || tmo->tv_sec || tmo->tv_nsec)) {
+		/* The harness is about to wait, for the server: let it answer. */
+		int k = fi_sys_ppoll(fds, n, &zero, mask);
+
+		if (k != 0)
+			return k;
+		fs_step(S);
+	}
+	return fi_sys_ppoll(fds, n, tmo, mask);
 }
 
 static void fs_signal(struct fs *S, uint32_t signo)
@@ -1176,6 +1475,17 @@ static void fs_signal(struct fs *S, uint32_t signo)
 	memset(&si, 0, sizeof(si));
 	si.ssi_signo = signo;
 	FZ_CHECK(write(S->sigw, &si, sizeof(si)) == (ssize_t)sizeof(si), "signal pipe: %d", errno);
+}
+
+/* Run the loop until it has handled every earlier action (fs_step); then
+ * every peer that closed is gone for good. */
+static void fs_settle(struct fs *S)
+{
+	fs_step(S);
+	FZ_CHECK(!S->stopped, "ivs_run returned %d before SIGTERM", S->run_rc);
+	for (unsigned i = 0; i < S->naccepted; i++)
+		if (S->ids[i].state == FS_DYING)
+			S->ids[i].state = FS_DEAD;
 }
 
 static unsigned fs_count(const struct fs *S, int state)
@@ -1192,9 +1502,10 @@ static void fs_joined(struct fs *S, bool accepted, uint32_t id, bool honest)
 {
 	unsigned live = fs_count(S, FS_LIVE), dying = fs_count(S, FS_DYING);
 
+	/* fs_settle() before every connect: no close is still unseen */
+	FZ_CHECK(dying == 0, "harness: %u peers leaving at a connect", dying);
 	if (!accepted) {
-		FZ_CHECK(live + dying >= S->cfg.max_peers,
-			 "refused with %u live and %u leaving, max_peers %u", live, dying,
+		FZ_CHECK(live >= S->cfg.max_peers, "refused with %u live, max_peers %u", live,
 			 S->cfg.max_peers);
 		return;
 	}
@@ -1248,11 +1559,12 @@ static void fs_hostile_connect(struct fs *S, bool whole)
 		;
 	if (slot == FS_MAX_HOSTILE)
 		return;
+	fs_settle(S);
 	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	FZ_CHECK(sock >= 0, "socket: %d", errno);
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
+	memcpy(sa.sun_path, fs_path, strlen(fs_path) + 1);
 	FZ_CHECK(connect(sock, (struct sockaddr *)&sa, sizeof(sa)) == 0, "connect: %d", errno);
 	rc = portal_ivshmem_recv_msg(sock, &v, &fd, FS_WAIT_NS);
 	FZ_TRACE("hostile connects: %d\n", rc);
@@ -1296,8 +1608,7 @@ static void fs_hostile_connect(struct fs *S, bool whole)
 					 cur, prev);
 				for (uint32_t i = any ? prev + 1 : 0; i < cur && cur != me; i++)
 					FZ_CHECK(fs_state(S, i) != FS_LIVE, "set-up skipped live peer %u", i);
-				FZ_CHECK(cur == me || fs_state(S, cur) == FS_LIVE ||
-						 fs_state(S, cur) == FS_DYING,
+				FZ_CHECK(cur == me || fs_state(S, cur) == FS_LIVE,
 					 "set-up lists peer %u, which is gone", cur);
 			}
 			FZ_CHECK((uint32_t)v == cur, "set-up: %lld among peer %u's vectors",
@@ -1351,35 +1662,34 @@ static bool fs_table_settled(struct fs *S, struct fs_honest *h)
 	return k == n;
 }
 
-/* Process what is there; with WAIT, until the table is settled. */
-static void fs_process(struct fs *S, struct fs_honest *h, bool wait)
+/* Process everything there (timeout 0); returns how many events. The
+ * caller settles the loop first, so what is there is determined. */
+static unsigned fs_process(struct fs *S, struct fs_honest *h)
 {
-	int64_t deadline = fi_now() + FS_WAIT_NS;
+	unsigned events = 0;
 
 	for (;;) {
 		struct portal_ivshmem_event ev;
-		int rc = portal_ivshmem_client_process(h->c, &ev, wait ? 1000000 : 0);
+		int rc = portal_ivshmem_client_process(h->c, &ev, 0);
 
 		FZ_CHECK(rc == 0 || rc == 1, "honest client %u: process %d (%s)", h->id, rc,
 			 portal_strerror(rc));
-		if (rc == 1) {
-			FZ_TRACE("  client %u: event %d peer %u vector %u\n", h->id, ev.kind,
-				 ev.peer, ev.vector);
-			FZ_CHECK(ev.kind == PORTAL_IVSHMEM_EV_OWN_VECTOR ? ev.peer == h->id &&
-					 ev.vector >= h->nv && ev.vector < S->cfg.vectors
-								  : ev.peer != h->id &&
-					 fs_state(S, ev.peer) != FS_NONE,
-				 "client %u: event %d peer %u vector %u", h->id, ev.kind, ev.peer,
-				 ev.vector);
-			if (ev.kind == PORTAL_IVSHMEM_EV_PEER_VECTOR)
-				FZ_CHECK(ev.vector < S->cfg.vectors, "vector %u", ev.vector);
-			continue;
-		}
-		if (!wait || fs_table_settled(S, h))
+		if (rc == 0)
 			break;
-		FZ_CHECK(fi_now() < deadline, "client %u: peer table never settled", h->id);
+		events++;
+		FZ_TRACE("  client %u: event %d peer %u vector %u\n", h->id, ev.kind, ev.peer,
+			 ev.vector);
+		FZ_CHECK(ev.kind == PORTAL_IVSHMEM_EV_OWN_VECTOR ? ev.peer == h->id &&
+				 ev.vector >= h->nv && ev.vector < S->cfg.vectors
+							  : ev.peer != h->id &&
+				 fs_state(S, ev.peer) != FS_NONE,
+			 "client %u: event %d peer %u vector %u", h->id, ev.kind, ev.peer,
+			 ev.vector);
+		if (ev.kind == PORTAL_IVSHMEM_EV_PEER_VECTOR)
+			FZ_CHECK(ev.vector < S->cfg.vectors, "vector %u", ev.vector);
 	}
 	fs_check_table(S, h, false);
+	return events;
 }
 
 static void fs_honest_connect(struct fs *S, unsigned nv)
@@ -1392,7 +1702,8 @@ static void fs_honest_connect(struct fs *S, unsigned nv)
 		;
 	if (slot == FS_MAX_HONEST)
 		return;
-	rc = portal_ivshmem_client_connect(fi_path, nv, FS_WAIT_NS, &c);
+	fs_settle(S); /* a full server has seen every close before this */
+	rc = portal_ivshmem_client_connect(fs_path, nv, FS_WAIT_NS, &c);
 	FZ_TRACE("honest connects (%u vectors): %d\n", nv, rc);
 	FZ_CHECK(rc == 0 || rc == -ECONNREFUSED, "honest connect: %d (%s)", rc,
 		 portal_strerror(rc));
@@ -1539,9 +1850,7 @@ static void fs_run(struct fz *in)
 {
 	struct fs *S = calloc(1, sizeof(*S));
 	uint8_t cfg = fz_u8(in);
-	struct sockaddr_un sa;
-	int p[2], rc;
-	struct timespec ts;
+	int rc;
 
 	FZ_CHECK(S, "harness: out of memory");
 	S->in = in;
@@ -1553,20 +1862,20 @@ static void fs_run(struct fz *in)
 		S->hos[i].sock = -1;
 	FZ_TRACE("server mode: %u vectors, max %u peers\n", S->cfg.vectors, S->cfg.max_peers);
 
-	unlink(fi_path);
-	S->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	FZ_CHECK(S->lfd >= 0, "socket: %d", errno);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
-	FZ_CHECK(bind(S->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %d", errno);
-	FZ_CHECK(listen(S->lfd, 64) == 0, "listen: %d", errno);
-	S->shm = memfd_create("fs-shm", MFD_CLOEXEC);
-	FZ_CHECK(S->shm >= 0 && ftruncate(S->shm, 4096) == 0, "memfd: %d", errno);
-	FZ_CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %d", errno);
-	S->sigr = p[0];
-	S->sigw = p[1];
-	FZ_CHECK(pthread_create(&S->th, NULL, fs_thread, S) == 0, "pthread_create");
+	S->lfd = fs_listen;
+	S->shm = fs_shm;
+	S->sigr = fs_sigr;
+	S->sigw = fs_sigw;
+
+	/* The loop, on its own stack; it runs when the harness waits. */
+	fs_cur = S;
+	ASAN_UNPOISON_MEMORY_REGION(fs_stack, FS_STACK_SIZE);
+	FZ_CHECK(getcontext(&fs_loop_ctx) == 0, "getcontext: %d", errno);
+	fs_loop_ctx.uc_stack.ss_sp = fs_stack;
+	fs_loop_ctx.uc_stack.ss_size = FS_STACK_SIZE;
+	fs_loop_ctx.uc_link = NULL;
+	makecontext(&fs_loop_ctx, fs_loop_main, 0);
+	fs_step(S); /* to its first wait */
 
 	for (unsigned steps = 0; fz_more(in) && steps < 256; steps++) {
 		unsigned op = fz_u8(in) % FZIS_NOPS;
@@ -1600,12 +1909,16 @@ static void fs_run(struct fz *in)
 			}
 			break;
 		case FZIS_READ:
-			if ((x = fs_pick_hostile(S)))
+			if ((x = fs_pick_hostile(S))) {
+				fs_settle(S);
 				fs_read(x);
+			}
 			break;
 		case FZIS_PROCESS:
-			if ((h = fs_pick_honest(S)))
-				fs_process(S, h, false);
+			if ((h = fs_pick_honest(S))) {
+				fs_settle(S);
+				(void)fs_process(S, h);
+			}
 			break;
 		case FZIS_LEAVE:
 			if ((h = fs_pick_honest(S))) {
@@ -1628,13 +1941,27 @@ static void fs_run(struct fz *in)
 	}
 
 	/* Settle: those that closed are gone for good; every honest table
-	 * converges to exactly the live peers. */
-	for (unsigned i = 0; i < S->naccepted; i++)
-		if (S->ids[i].state == FS_DYING)
-			S->ids[i].state = FS_DEAD;
+	 * converges to exactly the live peers. Converged means: the loop is
+	 * idle and no honest client has anything left to read (reading can
+	 * let the loop send what a full socket held back: settle again). */
+	{
+		int64_t deadline = fi_now() + FS_WAIT_NS;
+		unsigned events;
+
+		do {
+			FZ_CHECK(fi_now() < deadline, "the honest clients never stopped reading");
+			fs_settle(S);
+			events = 0;
+			for (unsigned i = 0; i < FS_MAX_HONEST; i++)
+				if (S->hon[i].c)
+					events += fs_process(S, &S->hon[i]);
+		} while (events);
+	}
 	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
 		if (S->hon[i].c) {
-			fs_process(S, &S->hon[i], true);
+			FZ_CHECK(fs_table_settled(S, &S->hon[i]),
+				 "client %u: peer table is not the live peers once all is read",
+				 S->hon[i].id);
 			fs_check_table(S, &S->hon[i], true);
 		}
 	for (unsigned i = 0; i < FS_MAX_HONEST; i++)
@@ -1646,12 +1973,11 @@ static void fs_run(struct fz *in)
 		if (S->hos[i].sock >= 0)
 			fs_read(&S->hos[i]);
 
-	/* Stop: within seconds, and every client sees the end. */
+	/* Stop: the loop returns as soon as it has read the record (it does
+	 * not wait for anything first), and every client sees the end. */
 	fs_signal(S, SIGTERM);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += FS_WAIT_NS / 1000000000;
-	rc = pthread_timedjoin_np(S->th, NULL, &ts);
-	FZ_CHECK(rc == 0, "the server did not stop on SIGTERM: %d", rc);
+	fs_step(S);
+	FZ_CHECK(S->stopped, "the server did not stop on SIGTERM");
 	FZ_CHECK(S->run_rc == 0, "ivs_run: %d", S->run_rc);
 	for (unsigned i = 0; i < FS_MAX_HONEST; i++) {
 		if (!S->hon[i].c)
@@ -1671,11 +1997,13 @@ static void fs_run(struct fz *in)
 			 S->hos[i].id);
 		close(S->hos[i].sock);
 	}
-	close(S->lfd);
-	close(S->shm);
-	close(S->sigr);
-	close(S->sigw);
-	unlink(fi_path);
+	/* Nothing left for the next input: every connection was accepted
+	 * (each connect waited for its answer), every record read. */
+	rc = accept4(S->lfd, NULL, NULL, SOCK_CLOEXEC);
+	FZ_CHECK(rc < 0 && errno == EAGAIN, "a connection the server never accepted: %d %d",
+		 rc, errno);
+	FZ_CHECK(fi_pipe_bytes(S->sigr) == 0, "signal records the server never read");
+	fs_cur = NULL;
 	free(S);
 }
 
@@ -1683,38 +2011,73 @@ static void fs_run(struct fz *in)
 
 static void fi_cleanup(void)
 {
-	if (fi_listen >= 0)
-		close(fi_listen);
+	close(fi_listen);
+	close(fs_listen);
 	unlink(fi_path);
+	unlink(fs_path);
 	rmdir(fi_dir);
+}
+
+static int fi_listen_at(const char *path, int flags)
+{
+	struct sockaddr_un sa;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | flags, 0);
+
+	FZ_CHECK(fd >= 0, "socket: %d", errno);
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	FZ_CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %d", errno);
+	FZ_CHECK(listen(fd, 64) == 0, "listen: %d", errno);
+	return fd;
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
 	fz_init();
+	/* Timed waits of this thread (connect's FI_SHORT_WAIT_NS) end when
+	 * asked, not up to the default 50 us of timer slack later. */
+	(void)prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
 	snprintf(fi_dir, sizeof(fi_dir), "/tmp/portal-fuzz-ivs-XXXXXX");
 	FZ_CHECK(mkdtemp(fi_dir), "mkdtemp: %d", errno);
-	snprintf(fi_path, sizeof(fi_path), "%s/s", fi_dir);
+	snprintf(fi_path, sizeof(fi_path), "%s/c", fi_dir);
+	snprintf(fs_path, sizeof(fs_path), "%s/s", fi_dir);
 	atexit(fi_cleanup);
+	fi_proc_fd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	FZ_CHECK(fi_proc_fd >= 0, "open /proc/self/fd: %d", errno);
+	fi_listen = fi_listen_at(fi_path, 0);
+	fs_listen = fi_listen_at(fs_path, SOCK_NONBLOCK);
+	fs_shm = memfd_create("fs-shm", MFD_CLOEXEC);
+	FZ_CHECK(fs_shm >= 0 && ftruncate(fs_shm, 4096) == 0, "memfd: %d", errno);
+	{
+		int p[2];
+
+		/* non-blocking writes: a full pipe fails fs_signal()'s check
+		 * rather than hanging the harness */
+		FZ_CHECK(pipe2(p, O_CLOEXEC) == 0, "pipe: %d", errno);
+		FZ_CHECK(fcntl(p[1], F_SETFL, O_NONBLOCK) == 0, "fcntl: %d", errno);
+		fs_sigr = p[0];
+		fs_sigw = p[1];
+	}
+	/* server mode's loop stack, with a guard page below it */
+	fs_stack = mmap(NULL, FS_STACK_SIZE + 4096, PROT_READ | PROT_WRITE,
+			MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	FZ_CHECK(fs_stack != MAP_FAILED, "mmap: %d", errno);
+	FZ_CHECK(mprotect(fs_stack, 4096, PROT_NONE) == 0, "mprotect: %d", errno);
+	fs_stack += 4096;
+#ifdef FS_ASAN
+	fs_swapcontext = (int (*)(ucontext_t *, const ucontext_t *))dlsym(RTLD_NEXT, "swapcontext");
+#endif
+	if (!fs_swapcontext)
+		fs_swapcontext = swapcontext;
+	{
+		struct rlimit rl;
+
+		FZ_CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0, "getrlimit: %d", errno);
+		fi_fd_limit = rl.rlim_cur > INT_MAX ? INT_MAX : (int)rl.rlim_cur;
+	}
 	return 0;
-}
-
-/* Client mode's listening socket (server mode binds its own). */
-static void fi_listen_on(void)
-{
-	struct sockaddr_un sa;
-
-	if (fi_listen >= 0)
-		return;
-	unlink(fi_path);
-	fi_listen = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	FZ_CHECK(fi_listen >= 0, "socket: %d", errno);
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, fi_path, strlen(fi_path) + 1);
-	FZ_CHECK(bind(fi_listen, (struct sockaddr *)&sa, sizeof(sa)) == 0, "bind: %d", errno);
-	FZ_CHECK(listen(fi_listen, 8) == 0, "listen: %d", errno);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -1724,18 +2087,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int after;
 
 	if (mode & FZI_MODE_SERVER) {
-		if (fi_listen >= 0) {
-			close(fi_listen);
-			fi_listen = -1;
-		}
-		fi_baseline = fi_count_fds();
+		fi_baseline = fi_count_fds(false);
 		fs_run(&in);
 	} else {
-		fi_listen_on();
-		fi_baseline = fi_count_fds();
+		fi_baseline = fi_count_fds(true);
+		fi_scan_m = -1;
 		fi_run(&in);
 	}
-	after = fi_count_fds();
+	after = fi_count_fds(false);
 	FZ_CHECK(after == fi_baseline, "%d fds open after the input, %d before", after,
 		 fi_baseline);
 	return 0;

@@ -651,6 +651,9 @@ int ivs_run(const struct ivs_config *cfg, int listen_fd, int shm_fd, int signal_
 				.events = (short)(POLLIN | (p->qhead < p->qlen ? POLLOUT : 0)),
 			};
 		}
+		/* The loop's only blocking call: the ivshmem fuzz target runs
+		 * the loop as a coroutine by defining poll(), so any other
+		 * blocking call here would hang it. */
 		k = poll(pfd, n, -1);
 		if (k < 0 && errno == EINTR)
 			continue;
