@@ -129,7 +129,7 @@ int connect(int fd, const struct sockaddr *addr, socklen_t len);
 #define FI_MAX_MSGS   2048
 #define FS_MAX_HONEST 6
 #define FS_MAX_HOSTILE 8
-#define FS_MAX_IDS    64
+#define FS_MAX_IDS    4096 /* ids one input can be handed out: at most one a byte */
 #define FS_WAIT_NS    (INT64_C(10000000000)) /* 10 s: only a bug waits this long */
 /*
  * connect's timeout when the model says the client will wait for bytes
@@ -1557,7 +1557,7 @@ static void fs_hostile_connect(struct fs *S, bool whole)
 
 	for (slot = 0; slot < FS_MAX_HOSTILE && S->hos[slot].sock >= 0; slot++)
 		;
-	if (slot == FS_MAX_HOSTILE)
+	if (slot == FS_MAX_HOSTILE || S->naccepted == FS_MAX_IDS)
 		return;
 	fs_settle(S);
 	sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1700,7 +1700,7 @@ static void fs_honest_connect(struct fs *S, unsigned nv)
 
 	for (slot = 0; slot < FS_MAX_HONEST && S->hon[slot].c; slot++)
 		;
-	if (slot == FS_MAX_HONEST)
+	if (slot == FS_MAX_HONEST || S->naccepted == FS_MAX_IDS)
 		return;
 	fs_settle(S); /* a full server has seen every close before this */
 	rc = portal_ivshmem_client_connect(fs_path, nv, FS_WAIT_NS, &c);
